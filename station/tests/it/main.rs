@@ -1,0 +1,7 @@
+//! Integration tests of the station library, compiled into one binary.
+
+mod audit;
+mod crypto;
+mod db;
+mod link;
+mod provision;
