@@ -1,0 +1,195 @@
+//! Serial transport: terminals on RS-232, USB CDC-ACM ports and pseudo-terminals.
+//!
+//! Exclusive access: the port is opened in serialport 4.10's exclusive mode, which sets
+//! `TIOCEXCL` and then takes a non-blocking exclusive `flock` on the device (`TTYPort::open`).
+//! Linux lets a process with `CAP_SYS_ADMIN` (root) open a `TIOCEXCL` port again, but the second
+//! opener's `flock` still fails. A failed lock is reported as
+//! [`LinkError::PortInUse`], and the integration tests check it while running as root.
+
+use std::io::{self, Read, Write};
+use std::time::Duration;
+
+use serialport::{ClearBuffer, SerialPort, TTYPort};
+use tracing::{debug, info};
+
+use super::error::LinkError;
+use super::stream::{ByteStream, FramedLink, LinkTimeouts, ReadOutcome};
+
+/// A framed link over a serial port.
+pub type SerialLink = FramedLink<SerialStream>;
+
+/// An open serial port with its device path.
+#[derive(Debug)]
+pub struct SerialStream {
+    port: TTYPort,
+    path: String,
+}
+
+impl SerialStream {
+    /// Wraps a port that is already open, such as the device side of a pseudo-terminal pair.
+    pub fn from_port(port: TTYPort, path: impl Into<String>) -> Self {
+        Self {
+            port,
+            path: path.into(),
+        }
+    }
+
+    /// Device path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+impl FramedLink<SerialStream> {
+    /// Opens `path` at `baud` with the default [`LinkTimeouts`]; see [`SerialLink::open_with`].
+    pub fn open(path: &str, baud: u32) -> Result<Self, LinkError> {
+        Self::open_with(path, baud, LinkTimeouts::default())
+    }
+
+    /// Opens the serial port `path` at `baud`, 8 data bits, no parity, one stop bit, no flow
+    /// control, in raw mode, with exclusive access.
+    ///
+    /// DTR and RTS are asserted for terminals that wait for them. A port that has no modem
+    /// control lines, such as a pseudo-terminal (the ioctls fail with `ENOTTY`), is used anyway.
+    pub fn open_with(path: &str, baud: u32, timeouts: LinkTimeouts) -> Result<Self, LinkError> {
+        if baud == 0 {
+            // POSIX termios defines speed B0 as "hang up the line" (drop DTR).
+            return Err(LinkError::Open {
+                path: path.to_owned(),
+                baud,
+                reason: "the baud rate must be greater than 0".to_owned(),
+            });
+        }
+        match std::fs::metadata(path) {
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                return Err(LinkError::PortNotFound {
+                    path: path.to_owned(),
+                });
+            }
+            Err(error) if error.kind() == io::ErrorKind::PermissionDenied => {
+                return Err(LinkError::PermissionDenied {
+                    path: path.to_owned(),
+                });
+            }
+            _ => {}
+        }
+
+        let mut port = serialport::new(path, baud)
+            .exclusive(true)
+            .timeout(timeouts.inter_byte)
+            .open_native()
+            .map_err(|error| open_error(path, baud, error))?;
+
+        for (line, result) in [
+            ("DTR", port.write_data_terminal_ready(true)),
+            ("RTS", port.write_request_to_send(true)),
+        ] {
+            if let Err(error) = result {
+                debug!(path, line, %error, "port has no modem control line; continuing without it");
+            }
+        }
+        port.clear(ClearBuffer::Input)
+            .map_err(|error| open_error(path, baud, error))?;
+
+        info!(path, baud, "serial port open");
+        Ok(Self::new(SerialStream::from_port(port, path), timeouts))
+    }
+}
+
+fn open_error(path: &str, baud: u32, error: serialport::Error) -> LinkError {
+    let path = path.to_owned();
+    match error.kind() {
+        // serialport reports both a failed flock and EBUSY from TIOCEXCL as NoDevice.
+        serialport::ErrorKind::NoDevice => LinkError::PortInUse { path },
+        serialport::ErrorKind::Io(io::ErrorKind::NotFound) => LinkError::PortNotFound { path },
+        serialport::ErrorKind::Io(io::ErrorKind::PermissionDenied) => {
+            LinkError::PermissionDenied { path }
+        }
+        _ => LinkError::Open {
+            path,
+            baud,
+            reason: error.to_string(),
+        },
+    }
+}
+
+/// Tells whether a read or write error means the far side is gone.
+///
+/// On Linux a pseudo-terminal whose other side closed returns `EIO` from `read`, and `poll`
+/// reports `POLLHUP`, which serialport 4.10 turns into `BrokenPipe`. serialport also turns
+/// `EIO` into an error of kind `Other` that keeps only the text "I/O error", so the text is
+/// checked as well.
+pub(crate) fn is_disconnect(error: &io::Error) -> bool {
+    const EIO: i32 = 5;
+    matches!(
+        error.kind(),
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::NotConnected
+    ) || error.raw_os_error() == Some(EIO)
+        || (error.kind() == io::ErrorKind::Other && error.to_string() == "I/O error")
+}
+
+impl ByteStream for SerialStream {
+    fn read_some(
+        &mut self,
+        buffer: &mut [u8],
+        timeout: Duration,
+    ) -> Result<ReadOutcome, LinkError> {
+        self.port
+            .set_timeout(timeout)
+            .map_err(|error| LinkError::Io {
+                peer: self.path.clone(),
+                source: error.into(),
+            })?;
+        loop {
+            return match self.port.read(buffer) {
+                Ok(0) => Err(LinkError::Disconnected {
+                    peer: self.path.clone(),
+                }),
+                Ok(count) => Ok(ReadOutcome::Data(count)),
+                Err(error) if error.kind() == io::ErrorKind::TimedOut => Ok(ReadOutcome::TimedOut),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => Err(stream_error(&self.path, error)),
+            };
+        }
+    }
+
+    fn write_all_within(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), LinkError> {
+        self.port
+            .set_timeout(timeout)
+            .map_err(|error| LinkError::Io {
+                peer: self.path.clone(),
+                source: error.into(),
+            })?;
+        self.port.write_all(bytes).map_err(|error| {
+            if error.kind() == io::ErrorKind::TimedOut {
+                LinkError::WriteTimeout {
+                    peer: self.path.clone(),
+                    waited: timeout,
+                }
+            } else {
+                stream_error(&self.path, error)
+            }
+        })
+    }
+
+    fn peer(&self) -> &str {
+        &self.path
+    }
+}
+
+fn stream_error(path: &str, error: io::Error) -> LinkError {
+    if is_disconnect(&error) {
+        LinkError::Disconnected {
+            peer: path.to_owned(),
+        }
+    } else {
+        LinkError::Io {
+            peer: path.to_owned(),
+            source: error,
+        }
+    }
+}
