@@ -58,9 +58,15 @@ impl KeyAlgorithm {
 
     /// Parses a name produced by [`KeyAlgorithm::name`].
     pub fn from_name(name: &str) -> Option<Self> {
-        [Self::Tdes2, Self::Tdes3, Self::Aes128, Self::Aes192, Self::Aes256]
-            .into_iter()
-            .find(|algorithm| algorithm.name() == name)
+        [
+            Self::Tdes2,
+            Self::Tdes3,
+            Self::Aes128,
+            Self::Aes192,
+            Self::Aes256,
+        ]
+        .into_iter()
+        .find(|algorithm| algorithm.name() == name)
     }
 }
 
