@@ -1,0 +1,88 @@
+//! What a vault key may be used for, and its life-cycle status.
+
+use std::fmt;
+
+use super::VaultError;
+use crate::crypto::KeyAlgorithm;
+
+/// What a key in the vault may be used for. The vault enforces it: a BDK only derives device
+/// keys, and a transport key only wraps keys sent to terminals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyUsage {
+    /// Base derivation key for DUKPT.
+    Bdk,
+    /// Key block protection key shared with terminals that do not agree a session key.
+    TransportKey,
+}
+
+impl KeyUsage {
+    /// The name used in ceremony scripts, the database and audit events.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bdk => "bdk",
+            Self::TransportKey => "transport-key",
+        }
+    }
+
+    /// Parses a name produced by [`KeyUsage::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Bdk, Self::TransportKey]
+            .into_iter()
+            .find(|usage| usage.name() == name)
+    }
+
+    /// Rejects algorithms this station cannot use for the usage yet: AES DUKPT BDKs must be AES,
+    /// and transport keys wrap version D key blocks, which need an AES key.
+    pub fn check_algorithm(self, algorithm: KeyAlgorithm) -> Result<(), VaultError> {
+        if algorithm.is_aes() {
+            Ok(())
+        } else {
+            Err(VaultError::UnsupportedAlgorithm {
+                usage: self,
+                algorithm,
+            })
+        }
+    }
+}
+
+impl fmt::Display for KeyUsage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Life-cycle status of a vault key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStatus {
+    /// In use.
+    Active,
+    /// Kept for the record, no longer used for new devices.
+    Retired,
+    /// Key block erased by a destroy ceremony.
+    Destroyed,
+}
+
+impl KeyStatus {
+    /// The name stored in the database.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Retired => "retired",
+            Self::Destroyed => "destroyed",
+        }
+    }
+
+    /// Parses a name produced by [`KeyStatus::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Active, Self::Retired, Self::Destroyed]
+            .into_iter()
+            .find(|status| status.name() == name)
+    }
+}
+
+impl fmt::Display for KeyStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
