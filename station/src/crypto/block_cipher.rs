@@ -3,7 +3,7 @@
 //! [`KeyAlgorithm`].
 //!
 //! Callers pass whole blocks. The public modules check lengths before they reach this one, so a
-//! partial block here is a bug in this crate and panics with a message that says so.
+//! partial block here is a bug in this crate, and the panic message names it as one.
 
 use aes::{Aes128, Aes192, Aes256};
 use cipher::{Block, BlockCipherDecrypt, BlockCipherEncrypt, BlockSizeUser, KeyInit};

@@ -1,5 +1,5 @@
-//! Key check values: the legacy form (encrypt an all-zero block, ANSI X9.24-1-2017 annex A) and
-//! the CMAC form (CMAC of an all-zero block, ANSI X9.24-1-2017 and X9.143 `KC`/`KP` blocks).
+//! Key check values (ANSI X9.24-1): the legacy form (encrypt an all-zero block) and the CMAC form
+//! (CMAC of an all-zero block, also used by the X9.143 `KC` and `KP` optional blocks).
 //!
 //! A KCV identifies a key without revealing it, so it may be shown, logged and stored. It always
 //! carries its method, because the two forms of one key differ and comparing across methods is a
@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 use super::SecretKey;
 use super::block_cipher::{BlockCipher, cmac};
 
-/// How a check value is computed.
+/// Method of computing a check value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KcvMethod {
     /// Encrypt one all-zero block with the key and keep the leftmost bytes.
@@ -23,7 +23,7 @@ pub enum KcvMethod {
 }
 
 impl KcvMethod {
-    /// The name used on the command line, in the database and in audit events.
+    /// Returns the name used on the command line, in the database and in audit events.
     pub fn name(self) -> &'static str {
         match self {
             Self::Legacy => "legacy",
@@ -38,8 +38,8 @@ impl KcvMethod {
             .find(|method| method.name() == name)
     }
 
-    /// The allowed check-value lengths in bytes: 2 to 4 for the legacy form, 2 to 5 for CMAC
-    /// (X9.143 key blocks carry 5-byte CMAC check values).
+    /// Returns the allowed check value lengths in bytes: 2 to 4 for the legacy form and 2 to 5
+    /// for CMAC, because X9.143 key blocks carry 5-byte CMAC check values.
     pub fn allowed_lengths(self) -> std::ops::RangeInclusive<usize> {
         match self {
             Self::Legacy => 2..=4,
@@ -100,8 +100,8 @@ impl Kcv {
     pub fn compute_len(key: &SecretKey, method: KcvMethod, len: usize) -> Result<Kcv, KcvError> {
         check_len(method, len)?;
 
-        // The full output of either method is one cipher block, and a block of a real key can
-        // never be shorter than 5 bytes, so truncation below always has enough bytes.
+        // The output of either method is one cipher block of at least 8 bytes, and `len` is at
+        // most 5, so the truncation below always has enough bytes.
         let full = match method {
             KcvMethod::Legacy => {
                 let cipher = BlockCipher::new(key);
@@ -128,17 +128,17 @@ impl Kcv {
         Ok(Kcv { method, value })
     }
 
-    /// The method the value was computed with.
+    /// Returns the method the value was computed with.
     pub fn method(&self) -> KcvMethod {
         self.method
     }
 
-    /// The check value bytes.
+    /// Returns the check value bytes.
     pub fn value(&self) -> &[u8] {
         &self.value
     }
 
-    /// The check value as uppercase hex.
+    /// Returns the check value as uppercase hex.
     pub fn to_hex(&self) -> String {
         hex::encode_upper(&self.value)
     }
@@ -146,7 +146,7 @@ impl Kcv {
     /// Compares two check values in constant time.
     ///
     /// Returns an error, not `false`, when the methods or lengths differ, because such a
-    /// comparison says nothing about the keys.
+    /// comparison tells nothing about the keys.
     pub fn matches(&self, other: &Kcv) -> Result<bool, KcvError> {
         if self.method != other.method {
             return Err(KcvError::MethodMismatch {

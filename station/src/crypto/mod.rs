@@ -1,10 +1,11 @@
-//! Payment-key cryptography: key types, check values, key components, DUKPT derivation and
-//! TR-31 / X9.143 key blocks.
+//! Payment-key cryptography: key types, check values, key components, CMAC, DUKPT derivation
+//! and TR-31 / X9.143 key blocks.
 
 mod block_cipher;
 pub mod components;
 pub mod dukpt;
 pub mod kcv;
+pub mod mac;
 mod secret;
 pub mod tr31;
 

@@ -50,7 +50,7 @@ impl InitialKeyId {
         }
     }
 
-    /// The 8-byte wire form: BDK ID then derivation ID.
+    /// Returns the 8-byte wire form: BDK ID then derivation ID.
     pub fn to_bytes(&self) -> [u8; 8] {
         let mut bytes = [0u8; 8];
         bytes[..4].copy_from_slice(&self.bdk_id);
@@ -67,7 +67,7 @@ impl InitialKeyId {
         Ok(Self::from_bytes(bytes))
     }
 
-    /// The ID as 16 uppercase hex digits.
+    /// Returns the ID as 16 uppercase hex digits.
     pub fn to_hex(&self) -> String {
         hex::encode_upper(self.to_bytes())
     }
@@ -117,7 +117,7 @@ impl Ksn {
         Self::new(InitialKeyId::from_bytes(id), counter)
     }
 
-    /// The KSN as 24 uppercase hex digits.
+    /// Returns the KSN as 24 uppercase hex digits.
     pub fn to_hex(&self) -> String {
         format!("{}{:08X}", self.initial_key_id.to_hex(), self.counter)
     }
@@ -163,7 +163,7 @@ pub enum KeyUsage {
 }
 
 impl KeyUsage {
-    /// The 16-bit indicator placed in bytes 2-3 of the derivation data.
+    /// Returns the 16-bit indicator placed in bytes 2-3 of the derivation data.
     pub fn indicator(self) -> u16 {
         match self {
             Self::KeyEncryptionKey => 0x0002,

@@ -10,7 +10,7 @@ use crate::crypto::{KeyAlgorithm, KeyError};
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Tr31Error {
-    /// The text holds a character outside printable ASCII.
+    /// The text contains a character outside printable ASCII.
     #[error(
         "key block has a character outside printable ASCII at position {position}; a key block is printable ASCII text"
     )]
@@ -24,7 +24,7 @@ pub enum Tr31Error {
     /// The version is recognised but this operation does not implement it yet.
     #[error("key block version {version} is not supported for this operation yet; use version D")]
     UnsupportedVersion { version: char },
-    /// A numeric header field holds something other than decimal digits.
+    /// A numeric header field contains something other than decimal digits.
     #[error("key block {field} {text:?} at position {position} is not decimal digits")]
     NotDecimal {
         field: &'static str,
@@ -41,7 +41,7 @@ pub enum Tr31Error {
         "key block header text continues after its last optional block at position {position}; check the optional block count"
     )]
     TrailingText { position: usize },
-    /// A header field holds a code this implementation does not know.
+    /// A header field contains a code this implementation does not know.
     #[error("key block {field} {code:?} is not a known value; see ANSI X9.143 for valid codes")]
     UnknownCode { field: &'static str, code: String },
     /// The key version number is not two alphanumeric characters.

@@ -16,7 +16,7 @@
 //!
 //! Each optional block is a 2-character ID, a 2-hex-digit length that counts the whole block,
 //! and printable data. A length of `00` selects the extended form: 2 hex digits giving the
-//! number of length digits, then the length in that many hex digits.
+//! number of bytes of the length, then the length in twice that many hex digits.
 
 use std::fmt;
 use std::str::FromStr;
@@ -42,7 +42,7 @@ macro_rules! code_enum {
             /// Every value, in the order of the standard's table.
             pub const ALL: &'static [Self] = &[$(Self::$variant,)*];
 
-            /// The code as it appears in the header.
+            /// Returns the code as it appears in the header.
             pub fn code_str(self) -> &'static str {
                 match self {
                     $(Self::$variant => $code,)*
@@ -205,7 +205,7 @@ code_enum! {
 }
 
 impl KeyBlockAlgorithm {
-    /// The header algorithm for a symmetric key algorithm.
+    /// Returns the header algorithm for a symmetric key algorithm.
     pub fn for_key(algorithm: KeyAlgorithm) -> Self {
         if algorithm.is_aes() {
             Self::Aes
@@ -287,7 +287,7 @@ impl KeyVersionNumber {
         Ok(Self([bytes[0], bytes[1]]))
     }
 
-    /// The two characters.
+    /// Returns the two characters.
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).expect("checked to be ASCII when built")
     }
@@ -301,47 +301,68 @@ impl fmt::Display for KeyVersionNumber {
 
 /// One optional block: its ID and data, and the length-of-length of the extended form if the
 /// block arrived in that form, so that it is written back unchanged.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// ANSI X9.143-2022 counts the length-of-length in bytes: `02` announces a length of 2 bytes,
+/// written as 4 hex digits (its worked example in section 8.6 has `CT000205CC`).
+///
+/// Two blocks are equal when their IDs and data are; the length form is only their encoding.
+#[derive(Debug, Clone)]
 pub struct OptionalBlock {
     id: String,
     data: String,
-    extended_length_digits: Option<usize>,
+    extended_length_bytes: Option<usize>,
 }
 
 impl OptionalBlock {
-    /// The 2-character ID.
+    /// Returns the 2-character ID.
     pub fn id(&self) -> &str {
         &self.id
     }
 
-    /// The data, without ID and length.
+    /// Returns the data, without ID and length.
     pub fn data(&self) -> &str {
         &self.data
     }
 
     /// Appends the block in its wire form.
     fn encode_into(&self, out: &mut String) {
-        let short_len = 4 + self.data.len();
         out.push_str(&self.id);
-        match self.extended_length_digits {
-            None if short_len <= 0xFF => out.push_str(&format!("{short_len:02X}")),
-            digits => {
-                let digits = digits.unwrap_or(4);
+        match self.length_form() {
+            None => out.push_str(&format!("{:02X}", 4 + self.data.len())),
+            Some(bytes) => {
+                let digits = 2 * bytes;
                 let total = 6 + digits + self.data.len();
-                out.push_str(&format!("00{digits:02X}{total:0digits$X}"));
+                out.push_str(&format!("00{bytes:02X}{total:0digits$X}"));
             }
         }
         out.push_str(&self.data);
     }
 
     fn encoded_len(&self) -> usize {
-        let short_len = 4 + self.data.len();
-        match self.extended_length_digits {
-            None if short_len <= 0xFF => short_len,
-            digits => 6 + digits.unwrap_or(4) + self.data.len(),
+        match self.length_form() {
+            None => 4 + self.data.len(),
+            Some(bytes) => 6 + 2 * bytes + self.data.len(),
+        }
+    }
+
+    /// `None` for the short form, or the number of length bytes of the extended form: the
+    /// form the block arrived in, else the short form when the length fits in one byte.
+    fn length_form(&self) -> Option<usize> {
+        match self.extended_length_bytes {
+            Some(bytes) => Some(bytes),
+            None if 4 + self.data.len() <= 0xFF => None,
+            None => Some(2),
         }
     }
 }
+
+impl PartialEq for OptionalBlock {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.data == other.data
+    }
+}
+
+impl Eq for OptionalBlock {}
 
 /// A key block header: the fixed fields and the optional blocks, without the padding block.
 ///
@@ -395,37 +416,37 @@ impl KeyBlockHeader {
         }
     }
 
-    /// The version ID.
+    /// Returns the version ID.
     pub fn version(&self) -> KeyBlockVersion {
         self.version
     }
 
-    /// The key usage.
+    /// Returns the key usage.
     pub fn key_usage(&self) -> KeyUsage {
         self.key_usage
     }
 
-    /// The algorithm of the wrapped key.
+    /// Returns the algorithm of the wrapped key.
     pub fn algorithm(&self) -> KeyBlockAlgorithm {
         self.algorithm
     }
 
-    /// The mode of use.
+    /// Returns the mode of use.
     pub fn mode_of_use(&self) -> ModeOfUse {
         self.mode_of_use
     }
 
-    /// The key version number.
+    /// Returns the key version number.
     pub fn key_version(&self) -> KeyVersionNumber {
         self.key_version
     }
 
-    /// The exportability.
+    /// Returns the exportability.
     pub fn exportability(&self) -> Exportability {
         self.exportability
     }
 
-    /// The key context.
+    /// Returns the key context.
     pub fn key_context(&self) -> KeyContext {
         self.key_context
     }
@@ -445,12 +466,12 @@ impl KeyBlockHeader {
         self.key_context = key_context;
     }
 
-    /// The optional blocks in header order, without the padding block.
+    /// Returns the optional blocks in header order, without the padding block.
     pub fn optional_blocks(&self) -> &[OptionalBlock] {
         &self.optional_blocks
     }
 
-    /// The data of the optional block with `id`, if present.
+    /// Returns the data of the optional block with `id`, if present.
     pub fn optional_block(&self, id: &str) -> Option<&str> {
         self.optional_blocks
             .iter()
@@ -458,9 +479,10 @@ impl KeyBlockHeader {
             .map(|block| block.data.as_str())
     }
 
-    /// Appends an optional block, checking its ID, its data and the formats X9.143 fixes for
-    /// well-known IDs (`IK`: 16 hex digits; `KS`: 16 to 20 hex digits; `KC`, `KP`: check value
-    /// form and hex check value).
+    /// Appends an optional block after checking its ID and data.
+    ///
+    /// Well-known IDs must match their X9.143 format: `IK` is 16 hex digits, `KS` 16 to 20 hex
+    /// digits, and `KC` and `KP` a 2-digit method followed by a hex check value.
     pub fn add_optional_block(&mut self, id: &str, data: &str) -> Result<(), Tr31Error> {
         check_block_id(id, 0)?;
         if id == "PB" {
@@ -482,7 +504,7 @@ impl KeyBlockHeader {
         let block = OptionalBlock {
             id: id.to_owned(),
             data: data.to_owned(),
-            extended_length_digits: None,
+            extended_length_bytes: None,
         };
         let len = self.text_len() + block.encoded_len();
         if len > MAX_BLOCK_LEN {
@@ -526,7 +548,7 @@ impl KeyBlockHeader {
         Ok(())
     }
 
-    /// The header text with the given length field and optional padding block.
+    /// Writes the header text with the given length field and optional padding block.
     pub(crate) fn encode(&self, block_len: usize, padding: Option<&str>) -> String {
         let count = self.optional_blocks.len() + usize::from(padding.is_some());
         let mut out = String::with_capacity(self.text_len() + 8);
@@ -547,7 +569,7 @@ impl KeyBlockHeader {
             OptionalBlock {
                 id: "PB".to_owned(),
                 data: padding.to_owned(),
-                extended_length_digits: None,
+                extended_length_bytes: None,
             }
             .encode_into(&mut out);
         }
@@ -587,7 +609,7 @@ impl FromStr for KeyBlockHeader {
     }
 }
 
-/// How strictly well-known optional blocks are checked.
+/// Strictness of the format checks on well-known optional blocks.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Strictness {
     /// Blocks the station writes: every known format is enforced.
@@ -688,26 +710,27 @@ fn parse_optional_block(text: &str, start: usize) -> Result<(OptionalBlock, usiz
         .ok_or_else(|| truncated(id))?;
     let short_len = parse_hex_len(id, short, start + 2)?;
 
-    let (total_len, data_start, extended_length_digits) = if short_len != 0 {
+    let (total_len, data_start, extended_length_bytes) = if short_len != 0 {
         (short_len, start + 4, None)
     } else {
-        // Extended form: `00`, the number of length digits, then the length itself.
-        let digits_text = text
+        // Extended form: `00`, the number of length bytes, then the length in hex digits.
+        let bytes_text = text
             .get(start + 4..start + 6)
             .ok_or_else(|| truncated(id))?;
-        let digits = parse_hex_len(id, digits_text, start + 4)?;
-        if digits == 0 || digits > 4 {
+        let bytes = parse_hex_len(id, bytes_text, start + 4)?;
+        if bytes == 0 || bytes > 4 {
             return Err(Tr31Error::InvalidOptionalBlockLength {
                 id: id.to_owned(),
-                text: digits_text.to_owned(),
+                text: bytes_text.to_owned(),
                 position: start + 4,
             });
         }
+        let digits = 2 * bytes;
         let len_text = text
             .get(start + 6..start + 6 + digits)
             .ok_or_else(|| truncated(id))?;
         let total_len = parse_hex_len(id, len_text, start + 6)?;
-        (total_len, start + 6 + digits, Some(digits))
+        (total_len, start + 6 + digits, Some(bytes))
     };
 
     let data_len = total_len.checked_sub(data_start - start).ok_or_else(|| {
@@ -723,7 +746,7 @@ fn parse_optional_block(text: &str, start: usize) -> Result<(OptionalBlock, usiz
         OptionalBlock {
             id: id.to_owned(),
             data: data.to_owned(),
-            extended_length_digits,
+            extended_length_bytes,
         },
         end,
     ))
@@ -776,12 +799,12 @@ fn check_block_data(id: &str, data: &str, strictness: Strictness) -> Result<(), 
     };
     let is_hex = |text: &str| text.bytes().all(|byte| byte.is_ascii_hexdigit());
     match id {
-        // X9.143-2022: IK holds the 8-byte AES DUKPT initial key ID as 16 hex digits.
+        // X9.143-2022: IK contains the 8-byte AES DUKPT initial key ID as 16 hex digits.
         "IK" if data.len() != 16 || !is_hex(data) => {
             Err(invalid("IK holds the initial key ID as 16 hex digits"))
         }
-        // KS holds a TDES DUKPT initial KSN. Some issuers put proprietary text here, so imports
-        // keep it as opaque text.
+        // KS contains a TDES DUKPT initial KSN. Some issuers put proprietary text here, so
+        // imports keep it as opaque text.
         "KS" if data.len() < 16 || data.len() > 20 || !is_hex(data) => match strictness {
             Strictness::Export => Err(invalid(
                 "KS holds a TDES initial KSN as 16 to 20 hex digits",

@@ -17,7 +17,8 @@ pub use header::{
 
 use super::{KeyAlgorithm, SecretKey};
 
-/// How `wrap` hides the length of the wrapped key (ANSI X9.143-2022 key length obfuscation).
+/// Key length obfuscation applied by `wrap` (ANSI X9.143-2022), which hides the length of the
+/// wrapped key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LengthMasking {
     /// Pad the key to the longest key of its family (24 bytes for TDES, 32 for AES) before

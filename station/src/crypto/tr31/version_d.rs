@@ -1,9 +1,9 @@
 //! Key block version D, ANSI X9.143-2022 (AES key derivation binding method).
 //!
 //! - The KBPK is AES. The encryption key (KBEK) and authentication key (KBAK) are derived from
-//!   it with CMAC in counter mode (NIST SP 800-108), one CMAC per 128 bits of key, over 8 bytes
-//!   of derivation data: counter, key usage (`0000` KBEK, `0001` KBAK), separator `00`,
-//!   algorithm (`0002` AES-128, `0003` AES-192, `0004` AES-256) and key length in bits.
+//!   it with CMAC in counter mode (NIST SP 800-108), one CMAC per 128 bits of key.
+//! - The derivation data is 8 bytes: counter, key usage (`0000` KBEK, `0001` KBAK), separator
+//!   `00`, algorithm (`0002` AES-128, `0003` AES-192, `0004` AES-256) and key length in bits.
 //! - The payload is the key length in bits (2 bytes), the key, and random padding to whole AES
 //!   blocks.
 //! - The MAC is the full 16-byte AES-CMAC under the KBAK over the header text and the clear
@@ -13,7 +13,7 @@
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use super::header::{FIXED_HEADER_LEN, MAX_BLOCK_LEN, ParsedHeader};
+use super::header::{MAX_BLOCK_LEN, ParsedHeader};
 use super::{KeyBlockHeader, LengthMasking, Tr31Error, key_algorithm_for};
 use crate::crypto::block_cipher::{BlockCipher, cmac};
 use crate::crypto::{KeyAlgorithm, SecretKey};
@@ -34,8 +34,6 @@ pub(super) fn wrap(
     key: &SecretKey,
     masking: LengthMasking,
 ) -> Result<String, Tr31Error> {
-    let keys = derive_keys(kbpk)?;
-
     let key_len = key.expose().len();
     let masked_len = match masking {
         LengthMasking::MaxForAlgorithm if key.algorithm().is_aes() => key_len.max(32),
@@ -43,20 +41,42 @@ pub(super) fn wrap(
         LengthMasking::Off => key_len,
     };
     let payload_len = (2 + masked_len).div_ceil(BLOCK_LEN) * BLOCK_LEN;
-    let mut payload = Zeroizing::new(vec![0u8; payload_len]);
-    let bits = u16::try_from(key_len * 8).expect("key lengths are at most 256 bits");
-    payload[..2].copy_from_slice(&bits.to_be_bytes());
-    payload[2..2 + key_len].copy_from_slice(key.expose());
-    getrandom::fill(&mut payload[2 + key_len..])
-        .map_err(|error| Tr31Error::Random(error.to_string()))?;
-
+    let mut filler = Zeroizing::new(vec![0u8; payload_len - 2 - key_len]);
+    getrandom::fill(&mut filler).map_err(|error| Tr31Error::Random(error.to_string()))?;
     let padding = padding_block(header.text_len())?;
-    let header_len = header.text_len() + padding.as_ref().map_or(0, |data| 4 + data.len());
+    assemble(kbpk, header, key, &filler, padding.as_deref())
+}
+
+/// Builds the key block from fixed random parts: `filler` pads the payload after the key and
+/// `padding` is the data of the `PB` block, if the header needs one.
+fn assemble(
+    kbpk: &SecretKey,
+    header: &KeyBlockHeader,
+    key: &SecretKey,
+    filler: &[u8],
+    padding: Option<&str>,
+) -> Result<String, Tr31Error> {
+    let keys = derive_keys(kbpk)?;
+
+    let key_len = key.expose().len();
+    let payload_len = 2 + key_len + filler.len();
+    debug_assert_eq!(
+        payload_len % BLOCK_LEN,
+        0,
+        "filler completes the last block"
+    );
+    let mut payload = Zeroizing::new(Vec::with_capacity(payload_len));
+    let bits = u16::try_from(key_len * 8).expect("key lengths are at most 256 bits");
+    payload.extend_from_slice(&bits.to_be_bytes());
+    payload.extend_from_slice(key.expose());
+    payload.extend_from_slice(filler);
+
+    let header_len = header.text_len() + padding.map_or(0, |data| 4 + data.len());
     let block_len = header_len + 2 * payload_len + 2 * MAC_LEN;
     if block_len > MAX_BLOCK_LEN {
         return Err(Tr31Error::BlockTooLong { len: block_len });
     }
-    let header_text = header.encode(block_len, padding.as_deref());
+    let header_text = header.encode(block_len, padding);
     debug_assert_eq!(header_text.len(), header_len);
 
     let mac = compute_mac(&keys.authentication, header_text.as_bytes(), &payload);
@@ -73,7 +93,7 @@ pub(super) fn unwrap(
     block: &str,
     parsed: ParsedHeader,
 ) -> Result<(KeyBlockHeader, SecretKey), Tr31Error> {
-    if parsed.header_len % BLOCK_LEN != 0 {
+    if !parsed.header_len.is_multiple_of(BLOCK_LEN) {
         return Err(Tr31Error::HeaderNotBlockAligned {
             len: parsed.header_len,
             block_len: BLOCK_LEN,
@@ -126,7 +146,7 @@ pub(super) fn unwrap(
 /// Chooses the padding block data that brings the header to whole AES blocks, or `None` when
 /// the header already is. The padding block is at least 4 characters (ID and length).
 fn padding_block(header_len: usize) -> Result<Option<String>, Tr31Error> {
-    if header_len == FIXED_HEADER_LEN || header_len % BLOCK_LEN == 0 {
+    if header_len.is_multiple_of(BLOCK_LEN) {
         return Ok(None);
     }
     let mut needed = BLOCK_LEN - header_len % BLOCK_LEN;
@@ -135,7 +155,7 @@ fn padding_block(header_len: usize) -> Result<Option<String>, Tr31Error> {
     }
     let mut random = vec![0u8; needed - 4];
     getrandom::fill(&mut random).map_err(|error| Tr31Error::Random(error.to_string()))?;
-    // X9.143 asks for printable padding characters; uppercase letters and digits suffice.
+    // X9.143 requires printable padding characters, and uppercase letters and digits are.
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
     let data = random
         .iter()
@@ -205,4 +225,30 @@ fn decode_hex(text: &str, field: &'static str, offset: usize) -> Result<Vec<u8>,
         position: offset,
     })?;
     Ok(decoded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// TR-31:2018 annex A.7.4: the published block, rebuilt from the published random padding.
+    #[test]
+    fn wrap_matches_tr31_2018_a_7_4() {
+        let kbpk = SecretKey::from_hex(
+            KeyAlgorithm::Aes256,
+            "88E1AB2A2E3DD38C1FA039A536500CC8A87AB9D62DC92C01058FA79F44657DE6",
+        )
+        .unwrap();
+        let key =
+            SecretKey::from_hex(KeyAlgorithm::Aes128, "3F419E1CB7079442AA37474C2EFBF8B8").unwrap();
+        let header: KeyBlockHeader = "D0000P0AE00E0000".parse().unwrap();
+        let filler = hex::decode("1C2965473CE206BB855B01533782").unwrap();
+
+        let block = assemble(&kbpk, &header, &key, &filler, None).unwrap();
+
+        assert_eq!(
+            block,
+            "D0112P0AE00E0000B82679114F470F540165EDFBF7E250FCEA43F810D215F8D207E2E417C07156A27E8E31DA05F7425509593D03A457DC34"
+        );
+    }
 }
