@@ -61,6 +61,8 @@ pub struct FramedLink<S> {
     stream: S,
     decoder: FrameDecoder,
     timeouts: LinkTimeouts,
+    /// When the last byte arrived, to tell a pause inside a frame from a dead line.
+    last_data: Instant,
 }
 
 /// Bytes requested from the stream per read.
@@ -73,12 +75,20 @@ impl<S: ByteStream> FramedLink<S> {
             stream,
             decoder: FrameDecoder::new(),
             timeouts,
+            last_data: Instant::now(),
         }
     }
 
     /// Returns the underlying byte stream.
     pub fn stream(&self) -> &S {
         &self.stream
+    }
+
+    /// Writes `bytes` to the line as they are, bypassing framing.
+    ///
+    /// The terminal simulator uses this to inject line faults such as noise before a frame.
+    pub fn write_raw(&mut self, bytes: &[u8]) -> Result<(), LinkError> {
+        self.stream.write_all_within(bytes, self.timeouts.write)
     }
 
     /// Link timing in use.
@@ -127,27 +137,36 @@ impl<S: ByteStream> Link for FramedLink<S> {
                 return Ok(frame);
             }
 
-            // Each read waits for the inter-byte timeout at most, and never past the deadline,
-            // so a device that trickles bytes cannot stretch the request beyond its deadline.
             let now = Instant::now();
+            let quiet = now.duration_since(self.last_data);
+            if self.decoder.has_partial() && quiet >= self.timeouts.inter_byte {
+                self.decoder.abandon_partial();
+                continue;
+            }
+
+            // Each read waits until the deadline at most, so a device that trickles bytes inside
+            // the inter-byte timeout cannot stretch the request beyond its deadline.
             let Some(remaining) = deadline
                 .checked_duration_since(now)
-                .filter(|d| !d.is_zero())
+                .filter(|remaining| !remaining.is_zero())
             else {
                 return Err(LinkError::Timeout {
                     peer: self.stream.peer().to_owned(),
                     waited: now.duration_since(started),
                 });
             };
-            let wait = remaining.min(self.timeouts.inter_byte);
+            let wait = if self.decoder.has_partial() {
+                remaining.min(self.timeouts.inter_byte - quiet)
+            } else {
+                remaining
+            };
 
             match self.stream.read_some(&mut buffer, wait)? {
-                ReadOutcome::Data(count) => self.decoder.push(&buffer[..count]),
-                ReadOutcome::TimedOut => {
-                    if wait == self.timeouts.inter_byte && self.decoder.has_partial() {
-                        self.decoder.abandon_partial();
-                    }
+                ReadOutcome::Data(count) => {
+                    self.last_data = Instant::now();
+                    self.decoder.push(&buffer[..count]);
                 }
+                ReadOutcome::TimedOut => {}
             }
         }
     }

@@ -1,1 +1,374 @@
-//! protocol
+//! The terminal protocol, version 1: its messages and the station's side of a session.
+//!
+//! Each message type lives in its own file and encodes and decodes its own payload; the frame
+//! around it belongs to [`crate::link`]. Requests have type codes below 0x80, and the response
+//! to a request has the request's code with the high bit set. ERROR (0xFF) is a valid response
+//! to any request. `docs/protocol.md` specifies every byte for terminal implementers.
+
+mod codec;
+mod error;
+mod error_message;
+mod hello;
+mod hello_request;
+mod load_key;
+mod load_result;
+mod session;
+
+use std::fmt;
+
+pub use error::ProtocolError;
+pub use error_message::{ErrorCode, ErrorMessage};
+pub use hello::Hello;
+pub use hello_request::HelloRequest;
+pub use load_key::LoadKey;
+pub use load_result::{LoadResult, LoadStatus, kcv_method_code, kcv_method_from_code};
+pub use session::{SessionConfig, SessionError, StationSession};
+
+use crate::link::Frame;
+
+/// The protocol version this station and its simulator speak.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Message type codes of protocol version 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MessageType {
+    /// `0x01`, station to terminal.
+    HelloRequest,
+    /// `0x81`, terminal to station.
+    Hello,
+    /// `0x02`, station to terminal.
+    LoadKey,
+    /// `0x82`, terminal to station.
+    LoadResult,
+    /// `0xFF`, terminal to station.
+    Error,
+}
+
+impl MessageType {
+    /// Every message type of protocol version 1.
+    pub const ALL: [Self; 5] = [
+        Self::HelloRequest,
+        Self::Hello,
+        Self::LoadKey,
+        Self::LoadResult,
+        Self::Error,
+    ];
+
+    /// Type byte on the wire.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::HelloRequest => 0x01,
+            Self::Hello => 0x81,
+            Self::LoadKey => 0x02,
+            Self::LoadResult => 0x82,
+            Self::Error => 0xFF,
+        }
+    }
+
+    /// Parses a type byte.
+    pub fn from_code(code: u8) -> Result<Self, ProtocolError> {
+        Self::ALL
+            .into_iter()
+            .find(|message_type| message_type.code() == code)
+            .ok_or(ProtocolError::UnknownMessageType { type_byte: code })
+    }
+
+    /// Name as written in the protocol specification.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::HelloRequest => "HELLO_REQUEST",
+            Self::Hello => "HELLO",
+            Self::LoadKey => "LOAD_KEY",
+            Self::LoadResult => "LOAD_RESULT",
+            Self::Error => "ERROR",
+        }
+    }
+}
+
+impl fmt::Display for MessageType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Any message of protocol version 1.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Message {
+    /// See [`HelloRequest`].
+    HelloRequest(HelloRequest),
+    /// See [`Hello`].
+    Hello(Hello),
+    /// See [`LoadKey`].
+    LoadKey(LoadKey),
+    /// See [`LoadResult`].
+    LoadResult(LoadResult),
+    /// See [`ErrorMessage`].
+    Error(ErrorMessage),
+}
+
+impl Message {
+    /// Returns the message's type code.
+    pub fn message_type(&self) -> MessageType {
+        match self {
+            Self::HelloRequest(_) => MessageType::HelloRequest,
+            Self::Hello(_) => MessageType::Hello,
+            Self::LoadKey(_) => MessageType::LoadKey,
+            Self::LoadResult(_) => MessageType::LoadResult,
+            Self::Error(_) => MessageType::Error,
+        }
+    }
+
+    /// Encodes the message's payload.
+    pub fn encode_payload(&self) -> Result<Vec<u8>, ProtocolError> {
+        match self {
+            Self::HelloRequest(message) => message.encode(),
+            Self::Hello(message) => message.encode(),
+            Self::LoadKey(message) => message.encode(),
+            Self::LoadResult(message) => message.encode(),
+            Self::Error(message) => message.encode(),
+        }
+    }
+
+    /// Decodes a payload of the given type byte.
+    pub fn decode(type_byte: u8, payload: &[u8]) -> Result<Self, ProtocolError> {
+        Ok(match MessageType::from_code(type_byte)? {
+            MessageType::HelloRequest => Self::HelloRequest(HelloRequest::decode(payload)?),
+            MessageType::Hello => Self::Hello(Hello::decode(payload)?),
+            MessageType::LoadKey => Self::LoadKey(LoadKey::decode(payload)?),
+            MessageType::LoadResult => Self::LoadResult(LoadResult::decode(payload)?),
+            MessageType::Error => Self::Error(ErrorMessage::decode(payload)?),
+        })
+    }
+
+    /// Encodes the message into a frame with the given sequence number.
+    pub fn to_frame(&self, sequence: u8) -> Result<Frame, ProtocolError> {
+        let message_type = self.message_type();
+        let payload = self.encode_payload()?;
+        Frame::new(sequence, message_type.code(), payload).map_err(|source| ProtocolError::Frame {
+            message: message_type,
+            source,
+        })
+    }
+
+    /// Decodes the message a frame carries.
+    pub fn from_frame(frame: &Frame) -> Result<Self, ProtocolError> {
+        Self::decode(frame.message_type(), frame.payload())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::dukpt::aes::InitialKeyId;
+    use crate::crypto::kcv::{Kcv, KcvMethod};
+
+    fn round_trip(message: &Message) -> Message {
+        let frame = message.to_frame(0x42).expect("encodes");
+        assert_eq!(frame.message_type(), message.message_type().code());
+        let bytes = frame.encode();
+        let decoded_frame = Frame::decode(&bytes).expect("frame decodes");
+        Message::from_frame(&decoded_frame).expect("message decodes")
+    }
+
+    fn hello() -> Hello {
+        Hello {
+            protocol_version: 1,
+            vendor: "Example Payments".to_owned(),
+            model: "SIM-1".to_owned(),
+            serial_number: "SN-0001".to_owned(),
+            firmware_version: "1.0.0".to_owned(),
+        }
+    }
+
+    #[test]
+    fn hello_request_round_trips() {
+        let message = Message::HelloRequest(HelloRequest {
+            protocol_version: 1,
+        });
+        assert!(matches!(
+            round_trip(&message),
+            Message::HelloRequest(HelloRequest {
+                protocol_version: 1
+            })
+        ));
+    }
+
+    #[test]
+    fn hello_round_trips() {
+        let Message::Hello(decoded) = round_trip(&Message::Hello(hello())) else {
+            panic!("not a HELLO");
+        };
+        assert_eq!(decoded, hello());
+    }
+
+    #[test]
+    fn hello_payload_layout() {
+        let payload = hello().encode().expect("encodes");
+        let mut expected = vec![0x01, 16];
+        expected.extend_from_slice(b"Example Payments");
+        expected.push(5);
+        expected.extend_from_slice(b"SIM-1");
+        expected.push(7);
+        expected.extend_from_slice(b"SN-0001");
+        expected.push(5);
+        expected.extend_from_slice(b"1.0.0");
+        assert_eq!(payload, expected);
+    }
+
+    #[test]
+    fn load_key_round_trips() {
+        let load = LoadKey {
+            slot: 3,
+            initial_key_id: InitialKeyId::from_hex("0123456789ABCDEF").expect("valid ID"),
+            key_block: "D0144B1AX00N0100IK1401234567".to_owned(),
+        };
+        let Message::LoadKey(decoded) = round_trip(&Message::LoadKey(load.clone())) else {
+            panic!("not a LOAD_KEY");
+        };
+        assert_eq!(decoded, load);
+    }
+
+    #[test]
+    fn load_result_round_trips() {
+        let kcv = Kcv::from_hex(KcvMethod::Cmac, "7AD386").expect("valid KCV");
+        let message = Message::LoadResult(LoadResult {
+            status: LoadStatus::Replaced,
+            kcv,
+        });
+        let payload = message.encode_payload().expect("encodes");
+        assert_eq!(payload, [0x01, 0x02, 0x03, 0x7A, 0xD3, 0x86]);
+        let Message::LoadResult(decoded) = round_trip(&message) else {
+            panic!("not a LOAD_RESULT");
+        };
+        assert_eq!(decoded.status, LoadStatus::Replaced);
+        assert_eq!(decoded.kcv.method(), KcvMethod::Cmac);
+        assert_eq!(decoded.kcv.to_hex(), "7AD386");
+    }
+
+    #[test]
+    fn error_round_trips() {
+        let message = ErrorMessage {
+            code: ErrorCode::KeyBlockMacInvalid,
+            text: "MAC does not verify".to_owned(),
+        };
+        let Message::Error(decoded) = round_trip(&Message::Error(message.clone())) else {
+            panic!("not an ERROR");
+        };
+        assert_eq!(decoded, message);
+    }
+
+    #[test]
+    fn unknown_message_type_is_rejected() {
+        let error = Message::decode(0x42, &[]).unwrap_err();
+        assert_eq!(error, ProtocolError::UnknownMessageType { type_byte: 0x42 });
+        assert_eq!(
+            error.to_string(),
+            "message type 0x42 is not defined by protocol version 1"
+        );
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected() {
+        let mut payload = hello().encode().expect("encodes");
+        payload.push(0);
+        let error = Hello::decode(&payload).unwrap_err();
+        assert_eq!(
+            error,
+            ProtocolError::TrailingBytes {
+                message: MessageType::Hello,
+                count: 1
+            }
+        );
+        assert_eq!(
+            error.to_string(),
+            "HELLO message has 1 unexpected bytes after its last field"
+        );
+    }
+
+    #[test]
+    fn truncated_field_names_the_field() {
+        let payload = hello().encode().expect("encodes");
+        let error = Hello::decode(&payload[..10]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "HELLO message is truncated: field vendor needs 16 bytes but only 8 remain"
+        );
+    }
+
+    #[test]
+    fn control_character_in_identity_is_rejected() {
+        let mut payload = hello().encode().expect("encodes");
+        payload[2] = 0x1B;
+        let error = Hello::decode(&payload).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "HELLO message field vendor is invalid: byte 0x1B at offset 0 is not printable ASCII"
+        );
+    }
+
+    #[test]
+    fn control_character_in_error_text_is_replaced() {
+        let mut payload = vec![0x01, 0x01, 0x00, 0x03];
+        payload.extend_from_slice(b"a\nb");
+        let decoded = ErrorMessage::decode(&payload).expect("decodes");
+        assert_eq!(decoded.code, ErrorCode::KeyBlockMacInvalid);
+        assert_eq!(decoded.text, "a\u{FFFD}b");
+    }
+
+    #[test]
+    fn undefined_error_code_is_kept() {
+        let decoded = ErrorMessage::decode(&[0x7E, 0x57, 0x00, 0x00]).expect("decodes");
+        assert_eq!(decoded.code, ErrorCode::Other(0x7E57));
+        assert_eq!(decoded.code.to_string(), "0x7E57 (undefined error code)");
+    }
+
+    #[test]
+    fn undefined_load_status_is_rejected() {
+        let error = LoadResult::decode(&[0x09, 0x02, 0x03, 1, 2, 3]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "LOAD_RESULT message field status has undefined value 0x09"
+        );
+    }
+
+    #[test]
+    fn kcv_of_invalid_length_is_rejected() {
+        let error = LoadResult::decode(&[0x00, 0x02, 0x01, 0xAA]).unwrap_err();
+        assert!(
+            matches!(error, ProtocolError::InvalidField { field: "kcv", .. }),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn oversized_key_block_does_not_fit_a_frame() {
+        let load = Message::LoadKey(LoadKey {
+            slot: 0,
+            initial_key_id: InitialKeyId::from_bytes([0; 8]),
+            key_block: "A".repeat(crate::link::MAX_PAYLOAD_LEN),
+        });
+        let error = load.to_frame(1).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ProtocolError::Frame {
+                    message: MessageType::LoadKey,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn message_type_codes_are_distinct() {
+        for message_type in MessageType::ALL {
+            assert_eq!(
+                MessageType::from_code(message_type.code()),
+                Ok(message_type)
+            );
+        }
+    }
+}

@@ -5,8 +5,20 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serialport::{SerialPort, TTYPort};
+use station::crypto::dukpt::aes::InitialKeyId;
+use station::crypto::kcv::{Kcv, KcvMethod};
+use station::crypto::tr31::{self, KeyBlockHeader};
+use station::crypto::{KeyAlgorithm, SecretKey};
 use station::link::{
     Frame, FramedLink, Link, LinkError, LinkTimeouts, START_BYTE, SerialLink, SerialStream,
+};
+use station::protocol::{
+    ErrorCode, Hello, LoadStatus, Message, MessageType, ProtocolError, SessionConfig, SessionError,
+    StationSession,
+};
+use station::terminal::{
+    DeviceState, SimulatorConfig, SimulatorFaults, SimulatorHandle, TerminalIdentity,
+    spawn_pty_simulator,
 };
 
 /// A pseudo-terminal pair: the device side (master), the slave fd that `TTYPort::pair` opened,
@@ -251,4 +263,505 @@ fn silent_device_times_out() {
         .unwrap_err();
     assert!(matches!(error, LinkError::Timeout { .. }), "{error:?}");
     assert!(started.elapsed() < Duration::from_millis(600));
+}
+
+// Session and simulator tests: the station side against the simulated terminal, both over a
+// pseudo-terminal.
+
+const TRANSPORT_KEY: &str = "88E1AB2A2E3DD38C1FA039A536500CC8A87AB9D62DC92C01058FA79F44657DE6";
+const OTHER_TRANSPORT_KEY: &str =
+    "00112233445566778899AABBCCDDEEFF00112233445566778899AABBCCDDEEFF";
+const DEVICE_KEY: &str = "1273671EA26AC29AFA4D1084127652A1";
+const INITIAL_KEY_ID: &str = "1234567890123456";
+
+fn transport_key(hex: &str) -> SecretKey {
+    SecretKey::from_hex(KeyAlgorithm::Aes256, hex).expect("valid AES-256 key")
+}
+
+fn identity() -> TerminalIdentity {
+    TerminalIdentity {
+        vendor: "Example Payments".to_owned(),
+        model: "SIM-1".to_owned(),
+        serial_number: "SN-0001".to_owned(),
+        firmware_version: "1.0.0".to_owned(),
+    }
+}
+
+struct SimulatedTerminal {
+    handle: SimulatorHandle,
+    state_path: std::path::PathBuf,
+    _directory: tempfile::TempDir,
+}
+
+fn simulated_terminal(configure: impl FnOnce(&mut SimulatorConfig)) -> SimulatedTerminal {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let state_path = directory.path().join("terminal.json");
+    let mut config =
+        SimulatorConfig::new(identity(), transport_key(TRANSPORT_KEY), state_path.clone());
+    configure(&mut config);
+    let handle = spawn_pty_simulator(config).expect("simulator starts");
+    SimulatedTerminal {
+        handle,
+        state_path,
+        _directory: directory,
+    }
+}
+
+fn quick_session() -> SessionConfig {
+    SessionConfig {
+        response_timeout: Duration::from_millis(500),
+        attempts: 3,
+    }
+}
+
+fn device_key() -> SecretKey {
+    SecretKey::from_hex(KeyAlgorithm::Aes128, DEVICE_KEY).expect("valid AES-128 key")
+}
+
+fn initial_key_id() -> InitialKeyId {
+    InitialKeyId::from_hex(INITIAL_KEY_ID).expect("valid initial key ID")
+}
+
+/// Wraps the device key in a version D block with usage `usage` and, if given, an IK block.
+fn key_block(kbpk_hex: &str, usage: &str, ik: Option<&str>) -> String {
+    let mut header: KeyBlockHeader = format!("D0000{usage}AX00N0000")
+        .parse()
+        .expect("valid header");
+    if let Some(ik) = ik {
+        header.add_optional_block("IK", ik).expect("valid IK block");
+    }
+    tr31::wrap(&transport_key(kbpk_hex), &header, &device_key()).expect("wraps")
+}
+
+fn expect_device_error(result: Result<impl std::fmt::Debug, SessionError>) -> (ErrorCode, String) {
+    match result {
+        Err(SessionError::DeviceReported { code, text, .. }) => (code, text),
+        other => panic!("expected an ERROR from the terminal, got {other:?}"),
+    }
+}
+
+#[test]
+fn hello_returns_simulator_identity() {
+    let terminal = simulated_terminal(|_| {});
+    let mut link = open_station(terminal.handle.device_path());
+    let mut session = StationSession::new(&mut link, quick_session());
+
+    let hello = session.hello().expect("HELLO");
+    assert_eq!(
+        hello,
+        Hello {
+            protocol_version: 1,
+            vendor: "Example Payments".to_owned(),
+            model: "SIM-1".to_owned(),
+            serial_number: "SN-0001".to_owned(),
+            firmware_version: "1.0.0".to_owned(),
+        }
+    );
+}
+
+#[test]
+fn load_key_stores_key_and_reports_kcv() {
+    let terminal = simulated_terminal(|_| {});
+    let mut link = open_station(terminal.handle.device_path());
+    let mut session = StationSession::new(&mut link, quick_session());
+    let block = key_block(TRANSPORT_KEY, "B1", Some(INITIAL_KEY_ID));
+
+    let result = session
+        .load_key(&block, 2, &initial_key_id())
+        .expect("LOAD_KEY");
+    assert_eq!(result.status, LoadStatus::Stored);
+    let expected = Kcv::compute(&device_key(), KcvMethod::Cmac);
+    assert_eq!(result.kcv.method(), KcvMethod::Cmac);
+    assert_eq!(result.kcv.value().len(), 3);
+    assert!(
+        result
+            .kcv
+            .matches(&expected)
+            .expect("same method and length")
+    );
+
+    let state = DeviceState::load(&terminal.state_path).expect("state file");
+    let stored = state.key_in_slot(2).expect("slot 2 filled");
+    assert_eq!(stored.initial_key_id, initial_key_id());
+    assert!(stored.key.ct_eq(&device_key()), "stored key differs");
+
+    let again = session
+        .load_key(&block, 2, &initial_key_id())
+        .expect("second LOAD_KEY");
+    assert_eq!(again.status, LoadStatus::Replaced);
+}
+
+#[test]
+fn wrong_transport_key_gets_mac_error() {
+    let terminal = simulated_terminal(|_| {});
+    let mut link = open_station(terminal.handle.device_path());
+    let mut session = StationSession::new(&mut link, quick_session());
+    let block = key_block(OTHER_TRANSPORT_KEY, "B1", Some(INITIAL_KEY_ID));
+
+    let result = session.load_key(&block, 0, &initial_key_id());
+    let message = match &result {
+        Err(error) => error.to_string(),
+        Ok(_) => String::new(),
+    };
+    let (code, _) = expect_device_error(result);
+    assert_eq!(code, ErrorCode::KeyBlockMacInvalid);
+    assert!(
+        message.contains("rejected LOAD_KEY with error 0x0101 (key block MAC invalid)"),
+        "{message}"
+    );
+    assert!(
+        message.contains(
+            "the terminal's transport key differs from the one the station wrapped under"
+        ),
+        "{message}"
+    );
+
+    let state = DeviceState::load(&terminal.state_path).expect("state file");
+    assert!(state.keys().is_empty(), "a rejected key was stored");
+}
+
+#[test]
+fn initial_key_id_mismatch_is_rejected() {
+    let terminal = simulated_terminal(|_| {});
+    let mut link = open_station(terminal.handle.device_path());
+    let mut session = StationSession::new(&mut link, quick_session());
+    let block = key_block(TRANSPORT_KEY, "B1", Some("1234567890123457"));
+
+    let (code, text) = expect_device_error(session.load_key(&block, 0, &initial_key_id()));
+    assert_eq!(code, ErrorCode::InitialKeyIdMismatch);
+    assert_eq!(
+        text,
+        "the key block's IK is 1234567890123457 but the message says 1234567890123456"
+    );
+}
+
+#[test]
+fn missing_ik_block_is_rejected() {
+    let terminal = simulated_terminal(|_| {});
+    let mut link = open_station(terminal.handle.device_path());
+    let mut session = StationSession::new(&mut link, quick_session());
+    let block = key_block(TRANSPORT_KEY, "B1", None);
+
+    let (code, _) = expect_device_error(session.load_key(&block, 0, &initial_key_id()));
+    assert_eq!(code, ErrorCode::InitialKeyIdMismatch);
+}
+
+#[test]
+fn usage_other_than_b1_is_rejected() {
+    let terminal = simulated_terminal(|_| {});
+    let mut link = open_station(terminal.handle.device_path());
+    let mut session = StationSession::new(&mut link, quick_session());
+    let block = key_block(TRANSPORT_KEY, "B0", Some(INITIAL_KEY_ID));
+
+    let (code, text) = expect_device_error(session.load_key(&block, 0, &initial_key_id()));
+    assert_eq!(code, ErrorCode::KeyUsageNotAllowed);
+    assert!(text.starts_with("key usage is B0"), "{text}");
+}
+
+#[test]
+fn slot_beyond_terminal_is_rejected() {
+    let terminal = simulated_terminal(|config| config.slot_count = 2);
+    let mut link = open_station(terminal.handle.device_path());
+    let mut session = StationSession::new(&mut link, quick_session());
+    let block = key_block(TRANSPORT_KEY, "B1", Some(INITIAL_KEY_ID));
+
+    let (code, text) = expect_device_error(session.load_key(&block, 2, &initial_key_id()));
+    assert_eq!(code, ErrorCode::SlotInvalid);
+    assert_eq!(
+        text,
+        "slot 2 does not exist; this terminal has slots 0 to 1"
+    );
+}
+
+#[test]
+fn simulator_rejects_unknown_message_type() {
+    let terminal = simulated_terminal(|_| {});
+    let mut link = open_station(terminal.handle.device_path());
+    link.send(&Frame::new(7, 0x42, vec![1, 2]).expect("small payload"))
+        .expect("send");
+
+    let reply = link.receive(in_a_second()).expect("a response");
+    assert_eq!(reply.sequence(), 7);
+    let Message::Error(error) = Message::from_frame(&reply).expect("decodes") else {
+        panic!("expected ERROR, got type 0x{:02X}", reply.message_type());
+    };
+    assert_eq!(error.code, ErrorCode::UnsupportedMessageType);
+    assert_eq!(
+        error.text,
+        "message type 0x42 is not defined by protocol version 1"
+    );
+}
+
+#[test]
+fn simulator_rejects_malformed_request() {
+    let terminal = simulated_terminal(|_| {});
+    let mut link = open_station(terminal.handle.device_path());
+    let hello_request_with_extra_byte =
+        Frame::new(8, MessageType::HelloRequest.code(), vec![1, 0]).expect("small payload");
+    link.send(&hello_request_with_extra_byte).expect("send");
+
+    let reply = link.receive(in_a_second()).expect("a response");
+    let Message::Error(error) = Message::from_frame(&reply).expect("decodes") else {
+        panic!("expected ERROR");
+    };
+    assert_eq!(error.code, ErrorCode::MalformedMessage);
+}
+
+#[test]
+fn garbage_before_responses_is_skipped() {
+    let terminal = simulated_terminal(|config| {
+        config.faults = SimulatorFaults {
+            garbage_before_responses: vec![0x00, START_BYTE, 0x0F, 0xFF, 0x55, START_BYTE],
+            corrupt_responses: 0,
+        };
+    });
+    let mut link = open_station(terminal.handle.device_path());
+    let mut session = StationSession::new(&mut link, quick_session());
+
+    assert_eq!(session.hello().expect("HELLO").serial_number, "SN-0001");
+    let block = key_block(TRANSPORT_KEY, "B1", Some(INITIAL_KEY_ID));
+    let result = session
+        .load_key(&block, 0, &initial_key_id())
+        .expect("LOAD_KEY");
+    assert_eq!(result.status, LoadStatus::Stored);
+}
+
+/// The first response is corrupted on the line. The station sends the request again with the
+/// same sequence number, and the terminal resends its response without storing the key twice.
+#[test]
+fn corrupted_response_is_retried_once() {
+    let terminal = simulated_terminal(|config| config.faults.corrupt_responses = 1);
+    let mut link = open_station(terminal.handle.device_path());
+    let mut session = StationSession::new(&mut link, quick_session());
+    let block = key_block(TRANSPORT_KEY, "B1", Some(INITIAL_KEY_ID));
+
+    let started = Instant::now();
+    let result = session
+        .load_key(&block, 0, &initial_key_id())
+        .expect("LOAD_KEY after a retry");
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "no retry happened"
+    );
+    assert_eq!(
+        result.status,
+        LoadStatus::Stored,
+        "the retried request was applied twice"
+    );
+}
+
+/// A raw device on the pseudo-terminal answers each request with the frames `respond` returns.
+fn raw_device(
+    respond: impl Fn(&Frame) -> Vec<Vec<u8>> + Send + 'static,
+) -> (String, thread::JoinHandle<()>, TTYPort) {
+    let (master, slave) = TTYPort::pair().expect("pseudo-terminal pair");
+    let path = slave.name().expect("slave path");
+    let mut device = FramedLink::new(
+        SerialStream::from_port(master, "raw device"),
+        LinkTimeouts::default(),
+    );
+    let thread = thread::spawn(move || {
+        while let Ok(request) = device.receive(Instant::now() + Duration::from_secs(3)) {
+            for bytes in respond(&request) {
+                device.write_raw(&bytes).expect("device writes");
+            }
+        }
+    });
+    (path, thread, slave)
+}
+
+#[test]
+fn stale_sequence_number_is_discarded() {
+    let hello = Hello {
+        protocol_version: 1,
+        vendor: "V".to_owned(),
+        model: "M".to_owned(),
+        serial_number: "RIGHT".to_owned(),
+        firmware_version: "1".to_owned(),
+    };
+    let (path, device, slave) = raw_device(move |request| {
+        let stale = Hello {
+            serial_number: "STALE".to_owned(),
+            ..hello.clone()
+        };
+        vec![
+            Message::Hello(stale)
+                .to_frame(request.sequence().wrapping_sub(1))
+                .expect("encodes")
+                .encode(),
+            Message::Hello(hello.clone())
+                .to_frame(request.sequence())
+                .expect("encodes")
+                .encode(),
+        ]
+    });
+    let mut link = open_station(&path);
+    let mut session = StationSession::new(&mut link, quick_session());
+
+    assert_eq!(session.hello().expect("HELLO").serial_number, "RIGHT");
+    drop(session);
+    drop(link);
+    drop(slave);
+    device.join().expect("device thread");
+}
+
+#[test]
+fn unknown_response_type_is_device_fault() {
+    let (path, device, slave) = raw_device(|request| {
+        vec![
+            Frame::new(request.sequence(), 0x42, vec![])
+                .expect("empty")
+                .encode(),
+        ]
+    });
+    let mut link = open_station(&path);
+    let mut session = StationSession::new(&mut link, quick_session());
+
+    let error = session.hello().unwrap_err();
+    assert!(
+        matches!(
+            error,
+            SessionError::MalformedResponse {
+                source: ProtocolError::UnknownMessageType { type_byte: 0x42 },
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "terminal on {path} sent a malformed response to HELLO_REQUEST: message type 0x42 is \
+             not defined by protocol version 1"
+        )
+    );
+    drop(session);
+    drop(link);
+    drop(slave);
+    device.join().expect("device thread");
+}
+
+#[test]
+fn other_protocol_version_is_rejected() {
+    let (path, device, slave) = raw_device(|request| {
+        let hello = Hello {
+            protocol_version: 2,
+            vendor: "V".to_owned(),
+            model: "M".to_owned(),
+            serial_number: "S".to_owned(),
+            firmware_version: "F".to_owned(),
+        };
+        vec![
+            Message::Hello(hello)
+                .to_frame(request.sequence())
+                .expect("encodes")
+                .encode(),
+        ]
+    });
+    let mut link = open_station(&path);
+    let mut session = StationSession::new(&mut link, quick_session());
+
+    let error = session.hello().unwrap_err();
+    assert!(
+        matches!(
+            error,
+            SessionError::UnsupportedProtocolVersion { version: 2, .. }
+        ),
+        "{error:?}"
+    );
+    drop(session);
+    drop(link);
+    drop(slave);
+    device.join().expect("device thread");
+}
+
+#[test]
+fn silent_terminal_exhausts_attempts() {
+    let pty = pty();
+    let mut link = open_station(&pty.path);
+    let config = SessionConfig {
+        response_timeout: Duration::from_millis(200),
+        attempts: 3,
+    };
+    let mut session = StationSession::new(&mut link, config);
+
+    let started = Instant::now();
+    let error = session.hello().unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(error, SessionError::NoResponse { attempts: 3, .. }),
+        "{error:?}"
+    );
+    assert!(elapsed >= Duration::from_millis(600), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(1200), "{elapsed:?}");
+
+    let mut device = FramedLink::new(
+        SerialStream::from_port(pty.device.try_clone_native().expect("dup"), "device side"),
+        LinkTimeouts::default(),
+    );
+    let mut sequences = Vec::new();
+    while let Ok(frame) = device.receive(Instant::now() + Duration::from_millis(100)) {
+        sequences.push(frame.sequence());
+    }
+    assert_eq!(sequences.len(), 3, "{sequences:?}");
+    assert!(
+        sequences.iter().all(|&sequence| sequence == sequences[0]),
+        "retries changed the sequence number: {sequences:?}"
+    );
+}
+
+#[test]
+fn paced_simulator_emulates_line_speed() {
+    let terminal = simulated_terminal(|config| config.pace_baud = Some(2400));
+    let mut link = open_station(terminal.handle.device_path());
+    let mut session = StationSession::new(&mut link, quick_session());
+
+    let started = Instant::now();
+    let hello = session.hello().expect("HELLO");
+    let elapsed = started.elapsed();
+
+    // Each byte takes 10 bit times at 8N1: a start bit, 8 data bits and a stop bit.
+    let response_len = Message::Hello(hello)
+        .to_frame(0)
+        .expect("encodes")
+        .encoded_len();
+    let line_time = Duration::from_secs(10) * u32::try_from(response_len).expect("small") / 2400;
+    assert!(response_len > 40, "{response_len}");
+    assert!(elapsed >= line_time, "{elapsed:?} < {line_time:?}");
+}
+
+#[test]
+fn stopped_simulator_disconnects_station() {
+    let terminal = simulated_terminal(|_| {});
+    let mut link = open_station(terminal.handle.device_path());
+    let SimulatedTerminal {
+        handle, _directory, ..
+    } = terminal;
+    assert!(handle.is_running());
+    handle.stop().expect("simulator stops cleanly");
+
+    let mut session = StationSession::new(&mut link, quick_session());
+    let error = session.hello().unwrap_err();
+    assert!(
+        matches!(error, SessionError::Link(LinkError::Disconnected { .. })),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn simulator_keeps_keys_across_restart() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let state_path = directory.path().join("terminal.json");
+    let block = key_block(TRANSPORT_KEY, "B1", Some(INITIAL_KEY_ID));
+    for expected in [LoadStatus::Stored, LoadStatus::Replaced] {
+        let config =
+            SimulatorConfig::new(identity(), transport_key(TRANSPORT_KEY), state_path.clone());
+        let handle = spawn_pty_simulator(config).expect("simulator starts");
+        let mut link = open_station(handle.device_path());
+        let mut session = StationSession::new(&mut link, quick_session());
+        let result = session
+            .load_key(&block, 1, &initial_key_id())
+            .expect("LOAD_KEY");
+        assert_eq!(result.status, expected);
+    }
 }

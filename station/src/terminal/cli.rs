@@ -1,0 +1,149 @@
+//! `station terminal-sim`: a simulated terminal on a pseudo-terminal, for manual tests and demos.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use tracing::info;
+use zeroize::Zeroizing;
+
+use super::config::{SimulatorConfig, TerminalIdentity};
+use super::error::SimulatorError;
+use super::pty::spawn_pty_simulator;
+use crate::crypto::{KeyAlgorithm, SecretKey};
+
+/// Options of `station terminal-sim`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TerminalSimArgs {
+    /// Vendor name the terminal reports in HELLO.
+    #[arg(long, default_value = "Example Payments")]
+    pub vendor: String,
+    /// Model name the terminal reports in HELLO.
+    #[arg(long, default_value = "SIM-1")]
+    pub model: String,
+    /// Serial number the terminal reports in HELLO.
+    #[arg(long, default_value = "SIM000001")]
+    pub serial: String,
+    /// Firmware version the terminal reports in HELLO.
+    #[arg(long, default_value = "1.0.0")]
+    pub firmware: String,
+    /// File containing the terminal's AES transport key (KBPK) as 32, 48 or 64 hex digits.
+    #[arg(long)]
+    pub transport_key_file: PathBuf,
+    /// JSON file that plays the terminal's secure storage; created if missing. It contains clear
+    /// keys, so use it only on test machines.
+    #[arg(long)]
+    pub state: PathBuf,
+    /// Emulated line speed in baud: the simulator paces its output to it. Without this option
+    /// bytes go at pseudo-terminal speed.
+    #[arg(long)]
+    pub baud: Option<u32>,
+    /// Keep running when stdin is closed; stop only on Ctrl-C or SIGTERM.
+    #[arg(long)]
+    pub ignore_stdin: bool,
+}
+
+/// Reason the command stopped.
+#[derive(Debug)]
+enum StopReason {
+    StdinClosed,
+    Signal,
+}
+
+/// Runs `station terminal-sim`: prints the device path on stdout, then serves the terminal
+/// until stdin closes (unless `--ignore-stdin`), Ctrl-C or SIGTERM.
+///
+/// This function blocks. Call it outside an async runtime, or from `spawn_blocking`.
+pub fn run_terminal_sim_command(args: TerminalSimArgs) -> Result<(), SimulatorError> {
+    let transport_key = read_transport_key(&args.transport_key_file)?;
+    let identity = TerminalIdentity {
+        vendor: args.vendor,
+        model: args.model,
+        serial_number: args.serial,
+        firmware_version: args.firmware,
+    };
+    let mut config = SimulatorConfig::new(identity, transport_key, args.state);
+    config.pace_baud = args.baud;
+    let handle = spawn_pty_simulator(config)?;
+
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", handle.device_path())
+        .and_then(|()| stdout.flush())
+        .map_err(|error| SimulatorError::Config(format!("failed to write to stdout: {error}")))?;
+    drop(stdout);
+
+    let (sender, receiver) = mpsc::channel();
+    spawn_signal_watcher(sender.clone())?;
+    if !args.ignore_stdin {
+        spawn_stdin_watcher(sender);
+    }
+
+    // NOTE: the watcher threads stay blocked on stdin or on the signal after this returns. They
+    // end with the process, because this command is meant to be the whole process.
+    loop {
+        match receiver.recv_timeout(Duration::from_millis(200)) {
+            Ok(reason) => {
+                info!(?reason, "stopping the simulated terminal");
+                return handle.stop();
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) if handle.is_running() => {}
+            Err(_) => return handle.stop(),
+        }
+    }
+}
+
+/// Reads a hex AES key from `path`, choosing AES-128, -192 or -256 by its length.
+fn read_transport_key(path: &Path) -> Result<SecretKey, SimulatorError> {
+    let error = |reason: String| SimulatorError::TransportKeyFile {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut text = Zeroizing::new(String::new());
+    std::fs::File::open(path)
+        .and_then(|mut file| file.read_to_string(&mut text))
+        .map_err(|io| error(format!("failed to read: {io}")))?;
+    let digits = text.trim();
+    let algorithm = match digits.len() {
+        32 => KeyAlgorithm::Aes128,
+        48 => KeyAlgorithm::Aes192,
+        64 => KeyAlgorithm::Aes256,
+        other => return Err(error(format!("found {other} characters"))),
+    };
+    SecretKey::from_hex(algorithm, digits).map_err(|key_error| error(key_error.to_string()))
+}
+
+fn spawn_signal_watcher(sender: mpsc::Sender<StopReason>) -> Result<(), SimulatorError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|error| SimulatorError::Signal(error.to_string()))?;
+    let mut terminate = runtime
+        .block_on(async {
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        })
+        .map_err(|error| SimulatorError::Signal(error.to_string()))?;
+    thread::Builder::new()
+        .name("terminal-sim-signals".to_owned())
+        .spawn(move || {
+            runtime.block_on(async {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            });
+            let _ = sender.send(StopReason::Signal);
+        })
+        .map_err(|error| SimulatorError::Signal(error.to_string()))?;
+    Ok(())
+}
+
+fn spawn_stdin_watcher(sender: mpsc::Sender<StopReason>) {
+    thread::spawn(move || {
+        let mut sink = [0u8; 256];
+        let mut stdin = std::io::stdin();
+        while matches!(stdin.read(&mut sink), Ok(count) if count > 0) {}
+        let _ = sender.send(StopReason::StdinClosed);
+    });
+}
