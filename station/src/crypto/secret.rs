@@ -1,13 +1,15 @@
 //! Clear key material and the algorithms it belongs to.
 //!
 //! `SecretKey` is the only type that carries clear key bytes. It zeroizes on drop, has no
-//! `Display`, its `Debug` shows only the algorithm, and its bytes leave it only through
-//! [`SecretKey::expose`], so a reviewer can find every place that touches clear keys.
+//! `Display`, and its `Debug` shows only the algorithm and check value. Its bytes leave it only
+//! through [`SecretKey::expose`], so a reviewer can find every place that touches clear keys.
 
 use std::fmt;
 
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
+
+use super::kcv::{Kcv, KcvMethod};
 
 /// A symmetric key algorithm together with its key length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -165,9 +167,17 @@ impl SecretKey {
     }
 }
 
+// `Debug` identifies the key by its check value only: CMAC for AES, legacy for TDES, the forms
+// each family's key blocks and custodians use.
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SecretKey({}, redacted)", self.algorithm)
+        let method = if self.algorithm.is_aes() {
+            KcvMethod::Cmac
+        } else {
+            KcvMethod::Legacy
+        };
+        let kcv = Kcv::compute(self, method);
+        write!(f, "SecretKey({}, kcv {kcv})", self.algorithm)
     }
 }
 
@@ -181,7 +191,7 @@ mod tests {
             .expect("valid key");
         let shown = format!("{key:?}");
         assert!(!shown.to_lowercase().contains("2b7e"), "{shown}");
-        assert_eq!(shown, "SecretKey(aes128, redacted)");
+        assert_eq!(shown, "SecretKey(aes128, kcv 7AD386 (cmac))");
     }
 
     #[test]
