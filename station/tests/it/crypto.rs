@@ -375,7 +375,14 @@ fn tr31_published_blocks_unwrap() {
             "{source}"
         );
         assert_eq!(header.version(), KeyBlockVersion::D);
-        assert_eq!(&header.to_string()[5..], &block[5..16], "{source}");
+        let text = header.to_string();
+        assert_eq!(&text[5..12], &block[5..12], "{source}");
+        assert_eq!(&text[14..16], &block[14..16], "{source}");
+        for (name, value) in &record {
+            if let Some(id) = name.strip_prefix("block_") {
+                assert_eq!(header.optional_block(id), Some(value.as_str()), "{source}");
+            }
+        }
         for (name, method) in [
             ("kcv_cmac", KcvMethod::Cmac),
             ("kcv_legacy", KcvMethod::Legacy),
