@@ -5,12 +5,12 @@
 //! trail and the private PostgreSQL cluster.
 
 pub mod audit;
-// pub mod ceremony;
+pub mod ceremony;
 pub mod crypto;
 pub mod db;
 pub mod link;
 pub mod protocol;
-// pub mod provision;
+pub mod provision;
 pub mod store;
 pub mod terminal;
 pub mod vault;

@@ -1,0 +1,91 @@
+//! Settings shared by every command, and the commands that only read the database.
+
+use std::path::PathBuf;
+
+use station::db::Database;
+use station::vault::Vault;
+
+use super::Cli;
+
+/// Global settings of one `station` invocation.
+pub struct Context {
+    /// Folder of the private PostgreSQL cluster.
+    pub data_dir: PathBuf,
+    /// External PostgreSQL server, if any.
+    pub database_url: Option<String>,
+    /// This station's identifier in the audit trail.
+    pub station_id: String,
+}
+
+impl Context {
+    pub fn new(cli: &Cli) -> Self {
+        let station_id = cli.station_id.clone().unwrap_or_else(host_name);
+        Self {
+            data_dir: cli.data_dir.clone(),
+            database_url: cli.database_url.clone(),
+            station_id,
+        }
+    }
+
+    /// Opens the database: the private cluster in the data folder, or the configured server.
+    pub async fn open_database(&self) -> Result<Database, String> {
+        std::fs::create_dir_all(&self.data_dir).map_err(|error| {
+            format!(
+                "cannot create data folder {}: {error}",
+                self.data_dir.display()
+            )
+        })?;
+        Database::open(&self.data_dir, self.database_url.as_deref())
+            .await
+            .map_err(|error| error.to_string())
+    }
+
+    /// Runs `station audit verify`.
+    pub async fn audit_verify(&self) -> Result<(), String> {
+        let database = self.open_database().await?;
+        let result = station::audit::verify(&database.pool).await;
+        database.close().await;
+        let report = result.map_err(|error| error.to_string())?;
+        println!("{report}");
+        if report.is_intact() {
+            Ok(())
+        } else {
+            Err("the audit trail does not verify".to_owned())
+        }
+    }
+
+    /// Runs `station keys list`.
+    pub async fn list_keys(&self) -> Result<(), String> {
+        let database = self.open_database().await?;
+        let vault = Vault::new(database.pool.clone());
+        let result = vault.list_keys().await;
+        database.close().await;
+        let keys = result.map_err(|error| error.to_string())?;
+        println!(
+            "{:<24} {:<8} {:<14} {:<16} {:<9} {}",
+            "LABEL", "ALGO", "USAGE", "KCV", "BDK ID", "STATUS"
+        );
+        for key in keys {
+            let bdk_id = key.bdk_id.map(hex::encode_upper).unwrap_or_default();
+            println!(
+                "{:<24} {:<8} {:<14} {:<16} {:<9} {}",
+                key.label,
+                key.algorithm.name(),
+                key.usage.name(),
+                key.kcv.to_string(),
+                bdk_id,
+                key.status.name()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The machine's host name, the default station identifier.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "station".to_owned())
+}
