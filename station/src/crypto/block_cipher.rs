@@ -9,7 +9,7 @@ use aes::{Aes128, Aes192, Aes256};
 use cipher::{Block, BlockCipherDecrypt, BlockCipherEncrypt, BlockSizeUser, KeyInit};
 use cmac::block_api::CmacCipher;
 use cmac::{Cmac, Mac};
-use des::{TdesEde2, TdesEde3};
+use des::{Des, TdesEde2, TdesEde3};
 use zeroize::Zeroizing;
 
 use super::{KeyAlgorithm, SecretKey};
@@ -119,6 +119,13 @@ pub(crate) fn cmac(key: &SecretKey, message: &[u8]) -> Zeroizing<Vec<u8>> {
         KeyAlgorithm::Tdes2 => run::<TdesEde2>(bytes, message),
         KeyAlgorithm::Tdes3 => run::<TdesEde3>(bytes, message),
     }
+}
+
+/// Encrypts one 8-byte block in place with single DES under an 8-byte key, the primitive of the
+/// TDES DUKPT non-reversible step. Single DES is used nowhere else.
+pub(crate) fn des_encrypt(key: &[u8], block: &mut [u8]) {
+    let cipher = Des::new_from_slice(key).expect("bug: a DES key is 8 bytes");
+    cipher.encrypt_block(as_block::<Des>(block));
 }
 
 /// XORs `other` into `target`; both have the same length.

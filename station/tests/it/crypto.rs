@@ -10,6 +10,7 @@ use proptest::prelude::*;
 use station::crypto::components::{self, ComponentError};
 use station::crypto::dukpt::DukptError;
 use station::crypto::dukpt::aes::{self as aes_dukpt, InitialKeyId, KeyUsage as DukptUsage, Ksn};
+use station::crypto::dukpt::tdes::{self as tdes_dukpt, Ksn as TdesKsn, Variant};
 use station::crypto::kcv::{Kcv, KcvError, KcvMethod};
 use station::crypto::mac;
 use station::crypto::tr31::{
@@ -1020,5 +1021,129 @@ fn tr31_cross_check_with_psec() {
             .unwrap_or_else(|error| panic!("psec block {block} did not unwrap: {error}"));
         assert!(unwrapped_key.ct_eq(&key), "{block}");
         assert_eq!(unwrapped_header, header, "{block}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// TDES DUKPT
+
+#[test]
+fn tdes_dukpt_known_answers() {
+    for record in records("tdes_dukpt.txt") {
+        let source = field(&record, "source");
+        let bdk = SecretKey::from_hex(KeyAlgorithm::Tdes2, field(&record, "bdk")).unwrap();
+        let ksn = TdesKsn::from_hex(field(&record, "ksn")).unwrap();
+        if let Some(expected) = record.get("expect_ipek") {
+            let ipek = tdes_dukpt::ipek(&bdk, &ksn.initial()).unwrap();
+            assert_eq!(&hex_of(&ipek), expected, "{source}");
+            continue;
+        }
+
+        let ipek = tdes_dukpt::ipek(&bdk, &ksn.initial()).unwrap();
+        let transaction = tdes_dukpt::transaction_key(&ipek, &ksn).unwrap();
+        let from_bdk = tdes_dukpt::transaction_key_from_bdk(&bdk, &ksn).unwrap();
+        assert!(from_bdk.ct_eq(&transaction), "{source}");
+        let key = match field(&record, "variant") {
+            "transaction" => transaction,
+            "data-one-way" => {
+                let variant = tdes_dukpt::variant_key(&transaction, Variant::DataRequest).unwrap();
+                tdes_dukpt::data_key_one_way(&variant).unwrap()
+            }
+            name => {
+                let variant = Variant::from_name(name).unwrap();
+                tdes_dukpt::variant_key(&transaction, variant).unwrap()
+            }
+        };
+        assert_eq!(hex_of(&key), field(&record, "expect"), "{source}");
+    }
+}
+
+/// Field case D3: counter advance skips values with more than 10 one-bits, and the counter
+/// space holds 1,048,575 usable non-zero counters, the last being 0x1FF800.
+#[test]
+fn tdes_dukpt_field_case_d3_counters() {
+    assert_eq!(tdes_dukpt::next_counter(0x0007FE), Some(0x000800));
+    assert_eq!(tdes_dukpt::next_counter(0x1FF800), None);
+
+    let mut counter = 0;
+    let mut usable = 0u32;
+    let mut last = 0;
+    while let Some(next) = tdes_dukpt::next_counter(counter) {
+        assert!(next.count_ones() <= 10, "{next:#X}");
+        usable += 1;
+        last = next;
+        counter = next;
+    }
+    assert_eq!(usable, 1_048_575);
+    assert_eq!(last, 0x1FF800);
+
+    let bdk = SecretKey::from_hex(KeyAlgorithm::Tdes2, "0123456789ABCDEFFEDCBA9876543210").unwrap();
+    let ksn = TdesKsn::from_hex("FFFF9876543210E007FF").unwrap();
+    let error = tdes_dukpt::transaction_key_from_bdk(&bdk, &ksn).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "transaction counter 0x0007FF has 11 one-bits; TDES DUKPT allows at most 10"
+    );
+}
+
+/// Field cases D5 and D6: KSN text rules, the BDK length and the initial KSN's counter.
+#[test]
+fn tdes_dukpt_field_cases_d5_d6_rejections() {
+    for text in [
+        "9876543210E0008",
+        "FFFF9876543210E0000800",
+        "FFFF9876543210E0000G",
+        "",
+    ] {
+        assert!(
+            matches!(
+                TdesKsn::from_hex(text),
+                Err(DukptError::InvalidTdesKsn { .. })
+            ),
+            "{text}"
+        );
+    }
+
+    let bdk3 = SecretKey::from_hex(
+        KeyAlgorithm::Tdes3,
+        "0123456789ABCDEFFEDCBA987654321089ABCDEF01234567",
+    )
+    .unwrap();
+    let ksn = TdesKsn::from_hex("FFFF9876543210E00000").unwrap();
+    assert!(matches!(
+        tdes_dukpt::ipek(&bdk3, &ksn),
+        Err(DukptError::TdesKeyNotDoubleLength { .. })
+    ));
+    // A single-length DES BDK cannot even be built as a key.
+    assert!(SecretKey::from_hex(KeyAlgorithm::Tdes2, "0123456789ABCDEF").is_err());
+
+    let bdk = SecretKey::from_hex(KeyAlgorithm::Tdes2, "0123456789ABCDEFFEDCBA9876543210").unwrap();
+    let initial = TdesKsn::from_hex("FFFF9876543210F00000").unwrap();
+    let error = tdes_dukpt::ipek(&bdk, &initial).unwrap_err();
+    assert_eq!(
+        error,
+        DukptError::InitialKsnCounterNotZero {
+            ksn: "FFFF9876543210F00000".into(),
+            counter: 0x100000
+        }
+    );
+}
+
+#[test]
+fn tdes_dukpt_variants_differ_by_mask() {
+    let bdk = SecretKey::from_hex(KeyAlgorithm::Tdes2, "0123456789ABCDEFFEDCBA9876543210").unwrap();
+    let ksn = TdesKsn::from_hex("FFFF9876543210E00001").unwrap();
+    let transaction = tdes_dukpt::transaction_key_from_bdk(&bdk, &ksn).unwrap();
+    let expected = [
+        (Variant::Pin, "042666B49184CF5C68DE9628D0397B36"),
+        (Variant::MacRequest, "042666B4918430A368DE9628D03984C9"),
+        (Variant::MacResponse, "042666B46E84CFA368DE96282F397BC9"),
+        (Variant::DataRequest, "042666B4917BCFA368DE9628D0C67BC9"),
+        (Variant::DataResponse, "0426664B9184CFA368DE96D7D0397BC9"),
+    ];
+    assert_eq!(hex_of(&transaction), "042666B49184CFA368DE9628D0397BC9");
+    for (variant, key) in expected {
+        let derived = tdes_dukpt::variant_key(&transaction, variant).unwrap();
+        assert_eq!(hex_of(&derived), key, "{variant:?}");
     }
 }
