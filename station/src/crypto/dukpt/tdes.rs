@@ -282,9 +282,11 @@ fn derive_ipek(bdk: &SecretKey, initial_ksn: &Ksn) -> Result<SecretKey, DukptErr
     Ok(SecretKey::new(KeyAlgorithm::Tdes2, ipek)?)
 }
 
-/// The non-reversible key generation process of X9.24-1-2009 annex A: each half of the new
-/// key is the DES encryption of the register XOR the key's right half, under its left half,
-/// XORed with the right half again; the new left half uses the masked key.
+/// Runs the non-reversible key generation process of X9.24-1-2009 annex A.
+///
+/// The new right half is the register XOR the key's right half, DES-encrypted under the key's
+/// left half and XORed with the right half again. The new left half is the same computation on
+/// the key XOR `C0C0C0C000000000C0C0C0C000000000`.
 fn non_reversible_step(key: &[u8], register: &[u8; 8]) -> Zeroizing<Vec<u8>> {
     let half = |key: &[u8]| {
         let mut block = Zeroizing::new(*register);
