@@ -52,10 +52,10 @@ pub async fn run(context: &Context, args: ProvisionArgs) -> Result<(), String> {
     .map_err(|error| error.to_string())?;
     let participants = parse_participants(&args.participants)?;
     let attestations = parse_attestations(&args.attestations)?;
+    // Open the port first, so a wrong path fails before anyone enters a component.
+    let link = SerialLink::open(&args.port, args.baud).map_err(|error| error.to_string())?;
     let mut inputs =
         FileInputs::read(&args.components, attestations).map_err(|error| error.to_string())?;
-    // Open the port before the ceremony, so a wrong path fails before anyone enters a component.
-    let link = SerialLink::open(&args.port, args.baud).map_err(|error| error.to_string())?;
 
     let database = context.open_database().await?;
     let pool = database.pool.clone();

@@ -1,7 +1,9 @@
 //! Integration tests of the station library, compiled into one binary.
 
 mod audit;
+mod ceremony;
 mod crypto;
 mod db;
+mod demo;
 mod link;
 mod provision;

@@ -1,0 +1,99 @@
+//! Integration tests: the `station` command end to end, as an operator runs it.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn station(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_station"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env("STATION_ID", "station-demo-test")
+        .output()
+        .expect("the station binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn demo_runs_twice_and_audit_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("station-data");
+
+    for run in 1..=2 {
+        let output = station(&data_dir, &["demo"]);
+        let stdout = text(&output.stdout);
+        assert!(
+            output.status.success(),
+            "demo run {run} failed:\n{stdout}\n{}",
+            text(&output.stderr)
+        );
+        assert_eq!(
+            stdout.matches("key matches").count(),
+            4,
+            "run {run}:\n{stdout}"
+        );
+        assert!(stdout.contains("Demo complete"), "run {run}:\n{stdout}");
+    }
+
+    let output = station(&data_dir, &["audit", "verify"]);
+    assert!(
+        output.status.success(),
+        "audit verify failed:\n{}\n{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+
+    let output = station(&data_dir, &["keys", "list"]);
+    let listing = text(&output.stdout);
+    assert!(output.status.success(), "{listing}");
+    assert!(listing.contains("line-bdk"), "{listing}");
+    assert!(listing.contains("5A1E0001"), "{listing}");
+    assert!(listing.contains("line-transport"), "{listing}");
+}
+
+#[test]
+fn provision_names_a_missing_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let component = dir.path().join("unused.toml");
+    std::fs::write(&component, "").unwrap();
+
+    let output = station(
+        &dir.path().join("station-data"),
+        &[
+            "provision",
+            "--port",
+            "/dev/ttyNOSUCHPORT9",
+            "--bdk",
+            "line-bdk",
+            "--participant",
+            "alice=custodian",
+            "--component",
+            component.to_str().unwrap(),
+        ],
+    );
+
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("/dev/ttyNOSUCHPORT9"), "{stderr}");
+}
+
+#[test]
+fn ceremony_check_prints_the_procedure() {
+    let dir = tempfile::tempdir().unwrap();
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../ceremony-scripts/load-line-keys.toml");
+
+    let output = station(dir.path(), &["ceremony", "check", script.to_str().unwrap()]);
+
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert!(stdout.contains("2 custodians, 1 witness"), "{stdout}");
+    assert!(
+        stdout.contains("  3. 2 custodians each enter their component of bdk \"line-bdk\""),
+        "{stdout}"
+    );
+}
