@@ -371,4 +371,59 @@ mod tests {
             );
         }
     }
+
+    /// Frames of the worked exchange in `docs/protocol.md`, byte for byte.
+    #[test]
+    fn worked_example_frames_match_documentation() {
+        let hello_request = Message::HelloRequest(HelloRequest {
+            protocol_version: 1,
+        });
+        assert_eq!(
+            hex::encode_upper(hello_request.to_frame(0x2A).expect("encodes").encode()),
+            "0200012A01012558529903"
+        );
+
+        let hello_frame = Message::Hello(hello()).to_frame(0x2A).expect("encodes");
+        assert_eq!(
+            hex::encode_upper(hello_frame.encode()),
+            "0200262A8101104578616D706C65205061796D656E747305\
+             53494D2D3107534E2D303030310531\
+             2E302E309C95750803"
+        );
+
+        let key_block = "D0176B1AX00N0200IK141234567890123456PB0C000000003183586DC6EF67542E07\
+                         0B0FDF9C6E6DDB285450AB82E601F39464143A21AF2F9B4C1EFB9F3573158A99A10441E8\
+                         0FD5EF6420939FE3FD23BA0DE360EE419CEC";
+        let load_key = Message::LoadKey(LoadKey {
+            slot: 0,
+            initial_key_id: InitialKeyId::from_hex("1234567890123456").expect("valid ID"),
+            key_block: key_block.to_owned(),
+        });
+        let load_key_bytes = load_key.to_frame(0x2B).expect("encodes").encode();
+        assert_eq!(load_key_bytes.len(), 197);
+        assert_eq!(
+            hex::encode_upper(&load_key_bytes[..16]),
+            "0200BB2B0200123456789012345600B0"
+        );
+        assert_eq!(hex::encode_upper(&load_key_bytes[192..]), "25DA497403");
+
+        let load_result = Message::LoadResult(LoadResult {
+            status: LoadStatus::Stored,
+            kcv: Kcv::from_hex(KcvMethod::Cmac, "05EF45").expect("valid KCV"),
+        });
+        assert_eq!(
+            hex::encode_upper(load_result.to_frame(0x2B).expect("encodes").encode()),
+            "0200062B8200020305EF459AEBF07E03"
+        );
+
+        let error = Message::Error(ErrorMessage {
+            code: ErrorCode::KeyBlockMacInvalid,
+            text: "key block MAC does not verify: the block was altered or the KBPK is wrong"
+                .to_owned(),
+        });
+        let error_bytes = error.to_frame(0x2B).expect("encodes").encode();
+        assert_eq!(error_bytes.len(), 87);
+        assert_eq!(hex::encode_upper(&error_bytes[..9]), "02004D2BFF01010049");
+        assert_eq!(hex::encode_upper(&error_bytes[82..]), "121B344B03");
+    }
 }

@@ -147,3 +147,60 @@ fn spawn_stdin_watcher(sender: mpsc::Sender<StopReason>) {
         let _ = sender.send(StopReason::StdinClosed);
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_file(contents: &str) -> (tempfile::TempDir, PathBuf) {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let path = directory.path().join("transport.hex");
+        std::fs::write(&path, contents).expect("write key file");
+        (directory, path)
+    }
+
+    #[test]
+    fn transport_key_length_selects_algorithm() {
+        for (digits, algorithm) in [
+            (32, KeyAlgorithm::Aes128),
+            (48, KeyAlgorithm::Aes192),
+            (64, KeyAlgorithm::Aes256),
+        ] {
+            let (_directory, path) = key_file(&format!("{}\n", "A".repeat(digits)));
+            let key = read_transport_key(&path).expect("valid key file");
+            assert_eq!(key.algorithm(), algorithm);
+        }
+    }
+
+    #[test]
+    fn transport_key_of_wrong_length_is_rejected() {
+        let (_directory, path) = key_file("0123456789ABCDEF");
+        let error = read_transport_key(&path).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "transport key file {}: found 16 characters; the file must contain one AES key \
+                 as 32, 48 or 64 hex digits",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn transport_key_error_hides_the_text() {
+        let (_directory, path) = key_file(&format!("{}ZZ", "1".repeat(30)));
+        let error = read_transport_key(&path).unwrap_err().to_string();
+        assert!(!error.contains("111111"), "{error}");
+    }
+
+    #[test]
+    fn missing_transport_key_file_names_path() {
+        let error = read_transport_key(Path::new("/nonexistent/transport.hex")).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("transport key file /nonexistent/transport.hex: failed to read: "),
+            "{error}"
+        );
+    }
+}

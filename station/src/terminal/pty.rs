@@ -6,6 +6,7 @@
 //! the master fail with `EIO`, and the simulator would see every station disconnect and
 //! reconnect as a hang-up.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
@@ -17,6 +18,8 @@ use tracing::{error, info};
 use super::config::SimulatorConfig;
 use super::error::SimulatorError;
 use super::simulator::Simulator;
+use super::state::DeviceState;
+use crate::crypto::kcv::{Kcv, KcvMethod};
 use crate::link::{ByteStream, FramedLink, LinkError, LinkTimeouts, ReadOutcome, SerialStream};
 
 /// A running simulated terminal. Dropping the handle stops the simulator and closes the
@@ -25,6 +28,7 @@ pub struct SimulatorHandle {
     device_path: String,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<(), SimulatorError>>>,
+    state_path: PathBuf,
     /// Slave descriptor kept open so the path stays valid; never read.
     _station_side: TTYPort,
 }
@@ -33,6 +37,22 @@ impl SimulatorHandle {
     /// Path of the station's side, to open with [`crate::link::SerialLink::open`].
     pub fn device_path(&self) -> &str {
         &self.device_path
+    }
+
+    /// Computes the check value of the key the simulated terminal stored in `slot`, read from
+    /// its state file, or returns `None` if the slot is empty.
+    ///
+    /// This looks inside the simulated secure storage, which no real terminal allows. Demos and
+    /// tests use it to check a terminal's LOAD_RESULT independently.
+    pub fn stored_key_kcv(
+        &self,
+        slot: u8,
+        method: KcvMethod,
+    ) -> Result<Option<Kcv>, SimulatorError> {
+        let state = DeviceState::load(&self.state_path)?;
+        Ok(state
+            .key_in_slot(slot)
+            .map(|stored| Kcv::compute(&stored.key, method)))
     }
 
     /// True while the simulator thread runs.
@@ -84,6 +104,7 @@ pub fn spawn_pty_simulator(config: SimulatorConfig) -> Result<SimulatorHandle, S
     }
     let pace_baud = config.pace_baud;
     let serial_number = config.identity.serial_number.clone();
+    let state_path = config.state_path.clone();
     let mut simulator = Simulator::new(config)?;
 
     // TTYPort::pair puts the slave side in raw mode with cfmakeraw.
@@ -110,6 +131,7 @@ pub fn spawn_pty_simulator(config: SimulatorConfig) -> Result<SimulatorHandle, S
         device_path,
         stop,
         thread: Some(thread),
+        state_path,
         _station_side: station_side,
     })
 }

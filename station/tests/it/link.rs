@@ -11,13 +11,14 @@ use station::crypto::tr31::{self, KeyBlockHeader};
 use station::crypto::{KeyAlgorithm, SecretKey};
 use station::link::{
     Frame, FramedLink, Link, LinkError, LinkTimeouts, START_BYTE, SerialLink, SerialStream,
+    TcpByteStream, TcpLink,
 };
 use station::protocol::{
     ErrorCode, Hello, LoadStatus, Message, MessageType, ProtocolError, SessionConfig, SessionError,
     StationSession,
 };
 use station::terminal::{
-    DeviceState, SimulatorConfig, SimulatorFaults, SimulatorHandle, TerminalIdentity,
+    DeviceState, Simulator, SimulatorConfig, SimulatorFaults, SimulatorHandle, TerminalIdentity,
     spawn_pty_simulator,
 };
 
@@ -56,12 +57,15 @@ fn in_a_second() -> Instant {
     Instant::now() + Duration::from_secs(1)
 }
 
+/// Every byte value crosses the pseudo-terminal unchanged in both directions, which shows raw
+/// mode: no echo, no CR/LF translation, no XON/XOFF and no signal characters.
 #[test]
 fn frame_round_trips_both_directions() {
     let mut pty = pty();
     let mut station = open_station(&pty.path);
+    let every_byte: Vec<u8> = (0..=255).collect();
 
-    let sent = Frame::new(9, 0x01, vec![1]).expect("small payload");
+    let sent = Frame::new(9, 0x01, every_byte.clone()).expect("small payload");
     station.send(&sent).expect("send to the device");
 
     let mut device = FramedLink::new(
@@ -74,11 +78,16 @@ fn frame_round_trips_both_directions() {
     );
 
     pty.device
-        .write_all(&frame(9, b"reply"))
+        .write_all(&frame(9, &every_byte))
         .expect("device writes");
     let reply = station.receive(in_a_second()).expect("station receives");
     assert_eq!(reply.sequence(), 9);
-    assert_eq!(reply.payload(), b"reply");
+    assert_eq!(reply.payload(), every_byte.as_slice());
+    let echoed = device.receive(Instant::now() + Duration::from_millis(200));
+    assert!(
+        matches!(echoed, Err(LinkError::Timeout { .. })),
+        "the line echoed: {echoed:?}"
+    );
 }
 
 #[test]
@@ -384,6 +393,17 @@ fn load_key_stores_key_and_reports_kcv() {
     let stored = state.key_in_slot(2).expect("slot 2 filled");
     assert_eq!(stored.initial_key_id, initial_key_id());
     assert!(stored.key.ct_eq(&device_key()), "stored key differs");
+    let stored_kcv = terminal
+        .handle
+        .stored_key_kcv(2, KcvMethod::Cmac)
+        .expect("state file")
+        .expect("slot 2 filled");
+    assert_eq!(stored_kcv.to_hex(), expected.to_hex());
+    let empty = terminal
+        .handle
+        .stored_key_kcv(3, KcvMethod::Cmac)
+        .expect("state file");
+    assert!(empty.is_none());
 
     let again = session
         .load_key(&block, 2, &initial_key_id())
@@ -550,7 +570,7 @@ fn corrupted_response_is_retried_once() {
     );
 }
 
-/// A raw device on the pseudo-terminal answers each request with the frames `respond` returns.
+/// Runs a raw device on a pseudo-terminal that sends the frames `respond` returns for each request.
 fn raw_device(
     respond: impl Fn(&Frame) -> Vec<Vec<u8>> + Send + 'static,
 ) -> (String, thread::JoinHandle<()>, TTYPort) {
@@ -764,4 +784,110 @@ fn simulator_keeps_keys_across_restart() {
             .expect("LOAD_KEY");
         assert_eq!(result.status, expected);
     }
+}
+
+/// A key block made by the PyPI package psec 1.x (`tr31.KeyBlock(kbpk, header).wrap(key)`), the
+/// one shown in the worked exchange of `docs/protocol.md`.
+const PSEC_KEY_BLOCK: &str = "D0176B1AX00N0200IK141234567890123456PB0C000000003183586DC6EF67542E07\
+                              0B0FDF9C6E6DDB285450AB82E601F39464143A21AF2F9B4C1EFB9F3573158A99A1\
+                              0441E80FD5EF6420939FE3FD23BA0DE360EE419CEC";
+
+#[test]
+fn simulator_loads_psec_key_block() {
+    let terminal = simulated_terminal(|_| {});
+    let mut link = open_station(terminal.handle.device_path());
+    let mut session = StationSession::new(&mut link, quick_session());
+
+    let result = session
+        .load_key(PSEC_KEY_BLOCK, 0, &initial_key_id())
+        .expect("LOAD_KEY");
+    assert_eq!(result.kcv.to_hex(), "05EF45");
+
+    let state = DeviceState::load(&terminal.state_path).expect("state file");
+    let stored = state.key_in_slot(0).expect("slot 0 filled");
+    assert!(stored.key.ct_eq(&device_key()), "stored key differs");
+}
+
+#[test]
+fn tcp_link_round_trips_and_detects_close() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let address = listener.local_addr().expect("local address").to_string();
+    let device = thread::spawn(move || {
+        let (socket, _) = listener.accept().expect("accept");
+        let stream = TcpByteStream::from_socket(socket).expect("socket");
+        let mut device = FramedLink::new(stream, LinkTimeouts::default());
+        let request = device.receive(in_a_second()).expect("device receives");
+        device.write_raw(&[0xFF, 0x00]).expect("noise");
+        device
+            .send(&Frame::new(request.sequence(), 0x81, b"pong".to_vec()).expect("small"))
+            .expect("device sends");
+    });
+
+    let mut station = TcpLink::connect(&address, Duration::from_secs(1), LinkTimeouts::default())
+        .expect("connect over loopback");
+    station
+        .send(&Frame::new(5, 0x01, b"ping".to_vec()).expect("small"))
+        .expect("station sends");
+    let reply = station.receive(in_a_second()).expect("station receives");
+    assert_eq!(reply.sequence(), 5);
+    assert_eq!(reply.payload(), b"pong");
+
+    device.join().expect("device thread");
+    let error = station.receive(in_a_second()).unwrap_err();
+    assert!(matches!(error, LinkError::Disconnected { .. }), "{error:?}");
+}
+
+#[test]
+fn tcp_connect_failure_names_address() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let address = listener.local_addr().expect("local address").to_string();
+    drop(listener);
+
+    let error =
+        TcpLink::connect(&address, Duration::from_secs(1), LinkTimeouts::default()).unwrap_err();
+    assert!(matches!(error, LinkError::Connect { .. }), "{error:?}");
+    let text = error.to_string();
+    assert!(
+        text.starts_with(&format!("failed to connect to terminal at {address}: ")),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("check the address and that the terminal is listening"),
+        "{text}"
+    );
+}
+
+#[test]
+fn simulator_serves_over_tcp() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let address = listener.local_addr().expect("local address").to_string();
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let config = SimulatorConfig::new(
+        identity(),
+        transport_key(TRANSPORT_KEY),
+        directory.path().join("terminal.json"),
+    );
+    let mut simulator = Simulator::new(config).expect("simulator");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let thread_stop = std::sync::Arc::clone(&stop);
+    let server = thread::spawn(move || {
+        let (socket, _) = listener.accept().expect("accept");
+        let stream = TcpByteStream::from_socket(socket).expect("socket");
+        let mut link = FramedLink::new(stream, LinkTimeouts::default());
+        simulator.serve(&mut link, &thread_stop)
+    });
+
+    let mut link = TcpLink::connect(&address, Duration::from_secs(1), LinkTimeouts::default())
+        .expect("connect over loopback");
+    let mut session = StationSession::new(&mut link, quick_session());
+    assert_eq!(session.hello().expect("HELLO").serial_number, "SN-0001");
+    drop(session);
+    drop(link);
+
+    // The simulator returns once the station closes the connection.
+    server
+        .join()
+        .expect("server thread")
+        .expect("simulator ends cleanly");
+    assert!(!stop.load(std::sync::atomic::Ordering::Relaxed));
 }
