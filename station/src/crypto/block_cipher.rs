@@ -99,6 +99,51 @@ impl BlockCipher {
     }
 }
 
+impl BlockCipher {
+    /// Applies CTR mode (NIST SP 800-38A section 6.5) to `data` in place: the keystream is the
+    /// encryption of `initial_counter`, incremented as a big-endian integer for each block.
+    pub(crate) fn ctr_apply(&self, initial_counter: &[u8], data: &mut [u8]) {
+        let block_len = self.block_len();
+        assert_eq!(
+            initial_counter.len(),
+            block_len,
+            "bug: CTR counter is one block"
+        );
+
+        let mut counter = Zeroizing::new(initial_counter.to_vec());
+        let mut keystream = Zeroizing::new(vec![0u8; block_len]);
+        for chunk in data.chunks_mut(block_len) {
+            keystream.copy_from_slice(&counter);
+            self.encrypt_block(&mut keystream);
+            xor_in_place(chunk, &keystream[..chunk.len()]);
+            for byte in counter.iter_mut().rev() {
+                *byte = byte.wrapping_add(1);
+                if *byte != 0 {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Computes the CBC-MAC (ISO 9797-1 MAC algorithm 1 without padding) of `data`, a whole
+    /// number of blocks: the last block of the CBC encryption under a zero IV.
+    pub(crate) fn cbc_mac(&self, data: &[u8]) -> Zeroizing<Vec<u8>> {
+        let block_len = self.block_len();
+        assert_eq!(
+            data.len() % block_len,
+            0,
+            "bug: CBC-MAC input is whole blocks"
+        );
+
+        let mut chain = Zeroizing::new(vec![0u8; block_len]);
+        for block in data.chunks_exact(block_len) {
+            xor_in_place(&mut chain, block);
+            self.encrypt_block(&mut chain);
+        }
+        chain
+    }
+}
+
 /// Computes the CMAC (NIST SP 800-38B) of `message` under `key`; the tag is one cipher block.
 ///
 /// The tag is returned in a zeroizing buffer because key derivation uses CMAC output as key

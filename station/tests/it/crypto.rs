@@ -348,12 +348,23 @@ fn aes_dukpt_every_derived_key_type() {
 // ---------------------------------------------------------------------------------------------
 // TR-31 version D: published blocks
 
+/// Builds the KBPK of a published block: TDES for versions A, B and C, AES otherwise.
+fn kbpk_for(block: &str, text: &str) -> SecretKey {
+    match (block.chars().next(), text.len()) {
+        (Some('A' | 'B' | 'C'), 32) => SecretKey::from_hex(KeyAlgorithm::Tdes2, text).unwrap(),
+        (Some('A' | 'B' | 'C'), 48) => SecretKey::from_hex(KeyAlgorithm::Tdes3, text).unwrap(),
+        _ => aes_key(text),
+    }
+}
+
 #[test]
 fn tr31_published_blocks_unwrap() {
-    for record in records("tr31_version_d.txt") {
+    let mut all = records("tr31_version_d.txt");
+    all.extend(records("tr31_versions_abce.txt"));
+    for record in all {
         let source = field(&record, "source");
-        let kbpk = aes_key(field(&record, "kbpk"));
         let block = field(&record, "block");
+        let kbpk = kbpk_for(block, field(&record, "kbpk"));
         if let Some(kcv) = record.get("kbpk_kcv_cmac") {
             let computed = Kcv::compute_len(&kbpk, KcvMethod::Cmac, kcv.len() / 2).unwrap();
             assert_eq!(&computed.to_hex(), kcv, "{source}");
@@ -375,7 +386,7 @@ fn tr31_published_blocks_unwrap() {
             algorithm_of(field(&record, "key_algorithm")),
             "{source}"
         );
-        assert_eq!(header.version(), KeyBlockVersion::D);
+        assert_eq!(header.version().code_str(), &block[..1], "{source}");
         let text = header.to_string();
         assert_eq!(&text[5..12], &block[5..12], "{source}");
         assert_eq!(&text[14..16], &block[14..16], "{source}");
@@ -558,7 +569,7 @@ fn tr31_wrap_rejects_mismatches() {
     let error = tr31::wrap(&tdes_kbpk, &aes_b1_header(), &aes_key).unwrap_err();
     assert_eq!(
         error.to_string(),
-        "key block version D needs an AES KBPK, but a tdes3 key was given"
+        "key block version D needs an AES KBPK, but the KBPK is tdes3; use versions A, B or C with TDES and D or E with AES"
     );
     let error = tr31::wrap(&aes_kbpk, &aes_b1_header(), &tdes_key).unwrap_err();
     assert_eq!(
@@ -761,13 +772,17 @@ fn aes_algorithm_strategy() -> impl Strategy<Value = KeyAlgorithm> {
     ]
 }
 
+fn tdes_algorithm_strategy() -> impl Strategy<Value = KeyAlgorithm> {
+    prop_oneof![Just(KeyAlgorithm::Tdes2), Just(KeyAlgorithm::Tdes3)]
+}
+
 fn key_strategy(algorithm: KeyAlgorithm) -> impl Strategy<Value = SecretKey> {
     proptest::collection::vec(any::<u8>(), algorithm.key_len())
         .prop_map(move |bytes| SecretKey::from_slice(algorithm, &bytes).unwrap())
 }
 
 prop_compose! {
-    fn header_strategy(algorithm: KeyAlgorithm)(
+    fn header_strategy(key_block_version: KeyBlockVersion, algorithm: KeyAlgorithm)(
         usage in proptest::sample::select(KeyUsage::ALL),
         mode in proptest::sample::select(ModeOfUse::ALL),
         exportability in proptest::sample::select(Exportability::ALL),
@@ -775,7 +790,7 @@ prop_compose! {
         blocks in proptest::collection::vec(("[A-Z][0-9A-Z]", "[ -~]{0,300}"), 0..4),
     ) -> KeyBlockHeader {
         let mut header = KeyBlockHeader::new(
-            KeyBlockVersion::D,
+            key_block_version,
             usage,
             KeyBlockAlgorithm::for_key(algorithm),
             mode,
@@ -794,15 +809,26 @@ prop_compose! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
     fn wrap_then_unwrap_returns_key_and_header(
-        (kbpk, key, header, masking) in (aes_algorithm_strategy(), key_algorithm_strategy())
-            .prop_flat_map(|(kbpk_algorithm, key_algorithm)| (
+        (kbpk, key, header, masking) in (
+            proptest::sample::select(KeyBlockVersion::ALL),
+            key_algorithm_strategy(),
+        )
+            .prop_flat_map(|(version, key_algorithm)| {
+                let kbpk_algorithm = if matches!(version, KeyBlockVersion::D | KeyBlockVersion::E) {
+                    aes_algorithm_strategy().boxed()
+                } else {
+                    tdes_algorithm_strategy().boxed()
+                };
+                (kbpk_algorithm, Just(version), Just(key_algorithm))
+            })
+            .prop_flat_map(|(kbpk_algorithm, version, key_algorithm)| (
                 key_strategy(kbpk_algorithm),
                 key_strategy(key_algorithm),
-                header_strategy(key_algorithm),
+                header_strategy(version, key_algorithm),
                 prop_oneof![Just(LengthMasking::MaxForAlgorithm), Just(LengthMasking::Off)],
             ))
     ) {
@@ -915,7 +941,11 @@ impl Drop for Psec {
 }
 
 /// Headers for the cross-check: usages, modes and optional blocks the station uses.
-fn cross_check_header(case: usize, key_algorithm: KeyAlgorithm) -> KeyBlockHeader {
+fn cross_check_header(
+    version: KeyBlockVersion,
+    case: usize,
+    key_algorithm: KeyAlgorithm,
+) -> KeyBlockHeader {
     let code = KeyBlockAlgorithm::for_key(key_algorithm).code_str();
     let fixed = [
         "D0000B0{a}X00N0000",
@@ -928,6 +958,7 @@ fn cross_check_header(case: usize, key_algorithm: KeyAlgorithm) -> KeyBlockHeade
     ];
     let text = fixed[case % fixed.len()].replace("{a}", code);
     let mut header: KeyBlockHeader = text.parse().unwrap();
+    header.set_version(version);
     match case % 4 {
         1 if key_algorithm.is_aes() => {
             header
@@ -951,22 +982,30 @@ fn cross_check_header(case: usize, key_algorithm: KeyAlgorithm) -> KeyBlockHeade
 #[test]
 fn tr31_cross_check_with_psec() {
     let mut psec = Psec::start();
-    let kbpk_algorithms = [
+    let tdes = [KeyAlgorithm::Tdes2, KeyAlgorithm::Tdes3];
+    let aes = [
         KeyAlgorithm::Aes128,
         KeyAlgorithm::Aes192,
         KeyAlgorithm::Aes256,
     ];
-    let key_algorithms = [
+    let all = [
         KeyAlgorithm::Aes128,
         KeyAlgorithm::Tdes2,
         KeyAlgorithm::Aes256,
         KeyAlgorithm::Tdes3,
         KeyAlgorithm::Aes192,
     ];
-    for case in 0..36 {
-        let kbpk = SecretKey::generate(kbpk_algorithms[case % 3]).unwrap();
-        let key = SecretKey::generate(key_algorithms[case % 5]).unwrap();
-        let header = cross_check_header(case, key.algorithm());
+    let versions: [(KeyBlockVersion, &[KeyAlgorithm], &[KeyAlgorithm]); 4] = [
+        (KeyBlockVersion::A, &tdes, &tdes),
+        (KeyBlockVersion::B, &tdes, &tdes),
+        (KeyBlockVersion::C, &tdes, &tdes),
+        (KeyBlockVersion::D, &aes, &all),
+    ];
+    for case in 0..48 {
+        let (version, kbpk_algorithms, key_algorithms) = versions[case % 4];
+        let kbpk = SecretKey::generate(kbpk_algorithms[case % kbpk_algorithms.len()]).unwrap();
+        let key = SecretKey::generate(key_algorithms[(case / 4) % key_algorithms.len()]).unwrap();
+        let header = cross_check_header(version, case / 4, key.algorithm());
 
         // Blocks we wrap unwrap in psec.
         let masking = if case % 2 == 0 {
@@ -1146,4 +1185,80 @@ fn tdes_dukpt_variants_differ_by_mask() {
         let derived = tdes_dukpt::variant_key(&transaction, variant).unwrap();
         assert_eq!(hex_of(&derived), key, "{variant:?}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// TR-31 versions A, B, C and E: field cases
+
+/// Field case K1: version B with an AES KBPK is a clear error, and so is D with a TDES KBPK.
+#[test]
+fn tr31_field_case_k1_kbpk_version_mismatch() {
+    let aes_kbpk = SecretKey::generate(KeyAlgorithm::Aes256).unwrap();
+    let key = SecretKey::generate(KeyAlgorithm::Tdes2).unwrap();
+    let header: KeyBlockHeader = "B0000P0TE00E0000".parse().unwrap();
+    let error = tr31::wrap(&aes_kbpk, &header, &key).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "key block version B needs a TDES KBPK, but the KBPK is aes256; use versions A, B or C with TDES and D or E with AES"
+    );
+
+    let tdes_kbpk = SecretKey::generate(KeyAlgorithm::Tdes2).unwrap();
+    let block = tr31::wrap(&tdes_kbpk, &header, &key).unwrap();
+    assert!(matches!(
+        tr31::unwrap(&aes_kbpk, &block),
+        Err(Tr31Error::KbpkMismatch { version: 'B', .. })
+    ));
+}
+
+/// Field cases K2 and K3: TDES keys under version B export as `B0096` (length obfuscated to the
+/// 3-key size); the unobfuscated `B0080` form imports; A, B and C MACs are 16 hex digits or less.
+#[test]
+fn tr31_field_cases_k2_k3_tdes_lengths() {
+    let kbpk = SecretKey::generate(KeyAlgorithm::Tdes3).unwrap();
+    for algorithm in [KeyAlgorithm::Tdes2, KeyAlgorithm::Tdes3] {
+        let key = SecretKey::generate(algorithm).unwrap();
+        let header: KeyBlockHeader = "B0000K0TB00E0000".parse().unwrap();
+        let masked = tr31::wrap(&kbpk, &header, &key).unwrap();
+        assert!(masked.starts_with("B0096"), "{algorithm}: {masked}");
+        let (_, unwrapped) = tr31::unwrap(&kbpk, &masked).unwrap();
+        assert!(unwrapped.ct_eq(&key), "{algorithm}");
+    }
+
+    let key = SecretKey::generate(KeyAlgorithm::Tdes2).unwrap();
+    for (version, length, mac_hex) in [('A', 72, 8), ('B', 80, 16), ('C', 72, 8)] {
+        let header: KeyBlockHeader = format!("{version}0000P0TE00E0000").parse().unwrap();
+        let plain = tr31::wrap_with(&kbpk, &header, &key, LengthMasking::Off).unwrap();
+        assert_eq!(plain.len(), length, "{plain}");
+        assert_eq!(&plain[1..5], format!("{length:04}"), "{plain}");
+        let (_, unwrapped) = tr31::unwrap(&kbpk, &plain).unwrap();
+        assert!(unwrapped.ct_eq(&key), "{version}");
+
+        // Changing the last MAC digit breaks verification; the MAC starts `mac_hex` from the end.
+        let mut tampered = plain.clone();
+        let last = tampered.pop().unwrap();
+        tampered.push(if last == '0' { '1' } else { '0' });
+        assert_eq!(
+            tr31::unwrap(&kbpk, &tampered).unwrap_err(),
+            Tr31Error::MacMismatch
+        );
+        let mut shortened = plain.clone();
+        shortened.replace_range(1..5, &format!("{:04}", length - mac_hex));
+        shortened.truncate(length - mac_hex);
+        assert!(tr31::unwrap(&kbpk, &shortened).is_err(), "{version}");
+    }
+}
+
+#[test]
+fn tr31_version_e_round_trip_without_padding() {
+    let kbpk = SecretKey::generate(KeyAlgorithm::Aes192).unwrap();
+    let key = SecretKey::generate(KeyAlgorithm::Aes128).unwrap();
+    let mut header: KeyBlockHeader = "E0000K0AB00E0000".parse().unwrap();
+    header.add_optional_block("TS", "20261204201500Z").unwrap();
+    let plain = tr31::wrap_with(&kbpk, &header, &key, LengthMasking::Off).unwrap();
+    // 16 + 19 (TS) header, 2 + 16 payload bytes in hex, 16-byte MAC in hex: no padding block.
+    assert_eq!(plain.len(), 16 + 19 + 36 + 32, "{plain}");
+    assert!(!plain.contains("PB"), "{plain}");
+    let (parsed, unwrapped) = tr31::unwrap(&kbpk, &plain).unwrap();
+    assert!(unwrapped.ct_eq(&key));
+    assert_eq!(parsed, header);
 }

@@ -21,9 +21,6 @@ pub enum Tr31Error {
     /// The version ID is not one of A, B, C, D, E.
     #[error("key block version {found:?} is not supported; use A, B, C, D or E")]
     UnknownVersion { found: char },
-    /// The version is recognised but this operation does not implement it yet.
-    #[error("key block version {version} is not supported for this operation yet; use version D")]
-    UnsupportedVersion { version: char },
     /// A numeric header field contains something other than decimal digits.
     #[error("key block {field} {text:?} at position {position} is not decimal digits")]
     NotDecimal {
@@ -106,7 +103,9 @@ pub enum Tr31Error {
     )]
     EncryptedDataLength { len: usize, multiple: usize },
     /// The KBPK's algorithm does not fit the key block version.
-    #[error("key block version {version} needs {expected} KBPK, but a {kbpk} key was given")]
+    #[error(
+        "key block version {version} needs {expected} KBPK, but the KBPK is {kbpk}; use versions A, B or C with TDES and D or E with AES"
+    )]
     KbpkMismatch {
         version: char,
         expected: &'static str,

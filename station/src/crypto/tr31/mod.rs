@@ -1,13 +1,12 @@
 //! TR-31 / ANSI X9.143-2022 key blocks: the header with its optional blocks, and wrapping and
 //! unwrapping a key under a key block protection key (KBPK).
 //!
-//! Version D (AES KBPK, CMAC-derived encryption and authentication keys, AES-CBC with the MAC
-//! as IV, 16-byte MAC) is implemented in [`version_d`](self) and selected by the header's version
-//! field.
+//! The header's version field selects the protection method: A and C (TDES key variant binding),
+//! B (TDES key derivation binding), D (AES key derivation binding) and E (ISO 20038, AES-CTR).
 
+mod binding;
 mod error;
 mod header;
-mod version_d;
 
 pub use error::Tr31Error;
 pub use header::{
@@ -49,12 +48,7 @@ pub fn wrap_with(
     masking: LengthMasking,
 ) -> Result<String, Tr31Error> {
     header.check_key(key.algorithm())?;
-    match header.version() {
-        KeyBlockVersion::D => version_d::wrap(kbpk, header, key, masking),
-        version => Err(Tr31Error::UnsupportedVersion {
-            version: version.code(),
-        }),
-    }
+    binding::wrap(kbpk, header, key, masking)
 }
 
 /// Unwraps a key block: checks its syntax, verifies its MAC under `kbpk` and returns the header
@@ -63,12 +57,7 @@ pub fn wrap_with(
 /// Blocks with and without key length obfuscation are both accepted.
 pub fn unwrap(kbpk: &SecretKey, block: &str) -> Result<(KeyBlockHeader, SecretKey), Tr31Error> {
     let parsed = header::parse_block_header(block)?;
-    match parsed.header.version() {
-        KeyBlockVersion::D => version_d::unwrap(kbpk, block, parsed),
-        version => Err(Tr31Error::UnsupportedVersion {
-            version: version.code(),
-        }),
-    }
+    binding::unwrap(kbpk, block, parsed)
 }
 
 /// Chooses the clear key's algorithm from the header's algorithm and the key length in bytes.
