@@ -81,7 +81,7 @@ impl Context {
     }
 }
 
-/// The machine's host name, the default station identifier.
+/// Reads the machine's host name, the default station identifier.
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_owned())

@@ -251,7 +251,7 @@ fn ensure_custodian_files(dir: &Path, script: &CeremonyScript) -> Result<(), Str
     })
 }
 
-/// The keys the ceremony script forms: the master key and each loaded key.
+/// Lists the keys the ceremony script forms: the master key and each loaded key.
 fn demo_keys(script: &CeremonyScript) -> Vec<(String, KeyAlgorithm)> {
     script
         .steps

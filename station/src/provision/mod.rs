@@ -1,8 +1,9 @@
 //! Provisioning: one terminal at a time on a link, and many ports at once on a line.
 //!
-//! One injection runs as: identify the terminal (HELLO), allocate its DUKPT identity in the
-//! database, derive and wrap its initial key in the vault, record the injection as sent, load
-//! the key block (LOAD_KEY), and check the check value the terminal reports (LOAD_RESULT). Every
+//! One injection identifies the terminal (HELLO) and allocates its DUKPT identity in the
+//! database. The vault then derives and wraps its initial key, the injection is recorded as
+//! sent, the key block is loaded (LOAD_KEY), and the terminal's reported check value is compared
+//! with the station's (LOAD_RESULT). Every
 //! transition is persisted with its audit event before the next step, so a crash never leaves an
 //! identity that could be handed out twice: a failed injection burns its identity.
 
@@ -26,12 +27,12 @@ use crate::vault::{KeyUsage, Vault};
 /// The key slot that receives the DUKPT initial key.
 pub const INITIAL_KEY_SLOT: u8 = 1;
 
-/// What a line provisions with.
+/// Settings of a provisioning line.
 #[derive(Debug, Clone)]
 pub struct LineConfig {
     /// This station's identifier in the audit trail.
     pub station_id: String,
-    /// Who runs the line: an operator's user name, or "station" for unattended lines.
+    /// User name of the operator running the line, or "station" for an unattended line.
     pub actor: String,
     /// Vault label of the BDK that device keys are derived from.
     pub bdk_label: String,
