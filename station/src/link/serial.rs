@@ -1,12 +1,15 @@
 //! Serial transport: terminals on RS-232, USB CDC-ACM ports and pseudo-terminals.
 //!
-//! Exclusive access: the port is opened in serialport 4.10's exclusive mode, which sets
-//! `TIOCEXCL` and then takes a non-blocking exclusive `flock` on the device (`TTYPort::open`).
-//! Linux lets a process with `CAP_SYS_ADMIN` (root) open a `TIOCEXCL` port again, but the second
-//! opener's `flock` still fails. A failed lock is reported as
-//! [`LinkError::PortInUse`], and the integration tests check it while running as root.
+//! Exclusive access: Linux lets a process with `CAP_SYS_ADMIN` (root) open a `TIOCEXCL` port
+//! again, so the station relies on an exclusive `flock` on the device, which stops every opener
+//! that also locks, root included. serialport 4.10's exclusive mode sets `TIOCEXCL` and then takes
+//! that `flock` (`TTYPort::open`). The station then checks from a second descriptor that the lock
+//! is held, and takes it itself if it is not, so exclusive access does not hang on the serial
+//! driver's internals. A port locked by someone else is reported as [`LinkError::PortInUse`].
 
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::time::Duration;
 
 use serialport::{ClearBuffer, SerialPort, TTYPort};
@@ -23,6 +26,8 @@ pub type SerialLink = FramedLink<SerialStream>;
 pub struct SerialStream {
     port: TTYPort,
     path: String,
+    /// The station's own exclusive `flock` on the device, when the serial driver took none.
+    _lock: Option<File>,
 }
 
 impl SerialStream {
@@ -31,6 +36,7 @@ impl SerialStream {
         Self {
             port,
             path: path.into(),
+            _lock: None,
         }
     }
 
@@ -90,9 +96,54 @@ impl FramedLink<SerialStream> {
         }
         port.clear(ClearBuffer::Input)
             .map_err(|error| open_error(path, baud, error))?;
+        let lock = ensure_exclusive_lock(path)?;
 
         info!(path, baud, "serial port open");
-        Ok(Self::new(SerialStream::from_port(port, path), timeouts))
+        let mut stream = SerialStream::from_port(port, path);
+        stream._lock = lock;
+        Ok(Self::new(stream, timeouts))
+    }
+}
+
+/// Confirms from a second descriptor that the device is under an exclusive `flock`.
+///
+/// Returns `None` when the lock is already held, by the serial driver for the open port.
+/// Otherwise it returns the second descriptor, now locked, for the caller to keep open.
+fn ensure_exclusive_lock(path: &str) -> Result<Option<File>, LinkError> {
+    let flags = rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::NONBLOCK;
+    let flags = i32::try_from(flags.bits()).expect("open(2) flags fit in a C int");
+    let probe = match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(flags)
+        .open(path)
+    {
+        Ok(probe) => probe,
+        // EBUSY: TIOCEXCL, set by the serial driver, stops this non-root second open.
+        Err(error) if error.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) => {
+            debug!(path, "TIOCEXCL blocks a second open; the port is exclusive");
+            return Ok(None);
+        }
+        Err(error) => {
+            return Err(LinkError::Io {
+                peer: path.to_owned(),
+                source: error,
+            });
+        }
+    };
+    match probe.try_lock() {
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Ok(()) => {
+            debug!(
+                path,
+                "the serial driver took no flock; holding the station's own"
+            );
+            Ok(Some(probe))
+        }
+        Err(TryLockError::Error(error)) => Err(LinkError::Io {
+            peer: path.to_owned(),
+            source: error,
+        }),
     }
 }
 
@@ -191,5 +242,45 @@ fn stream_error(path: &str, error: io::Error) -> LinkError {
             peer: path.to_owned(),
             source: error,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_lock_is_taken_when_none_is_held() {
+        let (_master, slave) = TTYPort::pair().expect("pseudo-terminal pair");
+        let path = slave.name().expect("slave path");
+
+        let guard = ensure_exclusive_lock(&path).expect("lock check");
+        assert!(
+            guard.is_some(),
+            "nobody held the lock, so the station must take it"
+        );
+
+        let again = ensure_exclusive_lock(&path).expect("lock check");
+        assert!(again.is_none(), "the station's own lock was not seen");
+
+        let error = SerialLink::open(&path, 9600).unwrap_err();
+        assert!(matches!(error, LinkError::PortInUse { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn zero_baud_is_rejected() {
+        let error = SerialLink::open("/dev/null", 0).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "failed to open serial port /dev/null at 0 baud: the baud rate must be greater than 0"
+        );
+    }
+
+    #[test]
+    fn eio_text_from_serialport_counts_as_disconnect() {
+        let error = io::Error::other("I/O error");
+        assert!(is_disconnect(&error));
+        assert!(is_disconnect(&io::Error::from_raw_os_error(5)));
+        assert!(!is_disconnect(&io::Error::other("Operation not permitted")));
     }
 }
