@@ -1,5 +1,5 @@
-//! Payment-key cryptography: key types, check values, key components, CMAC, DUKPT derivation
-//! and TR-31 / X9.143 key blocks.
+//! Payment-key cryptography: key types, check values, key components and shares, CMAC, DUKPT
+//! derivation and TR-31 / X9.143 key blocks.
 
 mod block_cipher;
 pub mod components;
@@ -7,6 +7,7 @@ pub mod dukpt;
 pub mod kcv;
 pub mod mac;
 mod secret;
+pub mod shamir;
 pub mod tr31;
 
 pub use secret::{KeyAlgorithm, KeyError, SecretKey};
