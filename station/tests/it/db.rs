@@ -98,11 +98,23 @@ fn wait_for_backends(pid: i32) {
     }
 }
 
-/// What [`crash_child`] reported before it was killed.
+/// Report of [`crash_child`], printed before it was killed.
+///
+/// Dropping it sends SIGINT (fast shutdown) to the server the child left running, if the test did
+/// not stop it, so that a failing test leaves no server behind.
 pub(crate) struct ChildReport {
     pub server_pid: i32,
     pub injection_id: Option<i64>,
     pub derivation_id: Option<String>,
+}
+
+impl Drop for ChildReport {
+    fn drop(&mut self) {
+        if process_alive(self.server_pid) {
+            let pid = rustix::process::Pid::from_raw(self.server_pid).expect("positive PID");
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
+        }
+    }
 }
 
 /// Runs [`crash_child`] in a new process of this test binary, waits for its report, then kills it
@@ -143,7 +155,7 @@ pub(crate) fn run_and_kill_child(data_dir: &Path, allocate: bool) -> ChildReport
     }
     child.kill().expect("kill the child");
     child.wait().expect("reap the child");
-    report.expect("the child printed its report before exiting")
+    report.expect("the child exited without printing its report; its error output is above")
 }
 
 /// Not a test: the station process that [`run_and_kill_child`] starts and kills. Does nothing
@@ -472,6 +484,68 @@ async fn start_failure_shows_log_tail() {
     assert!(
         !pgdata.join("postmaster.pid").exists(),
         "a failed start left a server"
+    );
+}
+
+#[tokio::test]
+async fn cluster_problems_named() {
+    let dir = reachable_tempdir();
+    let database = open(dir.path()).await.expect("first start");
+    let pgdata = database
+        .cluster()
+        .expect("private cluster")
+        .root()
+        .join("data");
+    database.close().await;
+
+    std::fs::write(pgdata.join("PG_VERSION"), "9\n").expect("write PG_VERSION");
+    let err = open(dir.path())
+        .await
+        .expect_err("cluster from another major version");
+    assert!(
+        matches!(
+            err,
+            DbError::ServerVersionMismatch {
+                cluster_major: 9,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("install postgresql-9, or upgrade the cluster with pg_upgrade"),
+        "{err}"
+    );
+
+    std::fs::remove_file(pgdata.join("PG_VERSION")).expect("remove PG_VERSION");
+    let err = open(dir.path())
+        .await
+        .expect_err("cluster without PG_VERSION");
+    assert!(matches!(err, DbError::IncompleteCluster { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("move the folder away and start again"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn foreign_cluster_folder_named() {
+    if !rustix::process::geteuid().is_root() {
+        // As an ordinary user the folder belongs to the server account by construction.
+        return;
+    }
+    let dir = reachable_tempdir();
+    std::fs::create_dir(dir.path().join("postgres")).expect("create a root-owned cluster folder");
+    let err = open(dir.path())
+        .await
+        .expect_err("cluster folder owned by root");
+    assert!(matches!(err, DbError::WrongOwner { owner: 0, .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("give the folder to that account with `chown -R"),
+        "{err}"
     );
 }
 
