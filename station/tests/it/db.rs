@@ -633,7 +633,7 @@ async fn pool_of_one_reports_busy() {
     assert_eq!(first.expect("first query"), 1);
     assert_eq!(second.expect("second query"), 2);
 
-    let held = db::acquire(pool).await.expect("the only connection");
+    let only_connection = db::acquire(pool).await.expect("the only connection");
     let started = Instant::now();
     let err = db::acquire(pool).await.expect_err("no connection is free");
     assert!(
@@ -663,7 +663,7 @@ async fn pool_of_one_reports_busy() {
     );
     assert!(err.to_string().contains("database busy"), "{err}");
 
-    drop(held);
+    drop(only_connection);
     let injection = store::allocate_identity(
         pool,
         "line-1",
