@@ -249,6 +249,17 @@ pub enum DbError {
         source: std::io::Error,
     },
 
+    /// `DATABASE_URL` is not a PostgreSQL URL. The message leaves out the URL, which may contain a
+    /// password.
+    #[error(
+        "invalid DATABASE_URL: {reason}; expected postgres://USER@HOST:PORT/DATABASE or \
+         postgres:///DATABASE?host=/socket/folder"
+    )]
+    InvalidUrl {
+        /// The problem found.
+        reason: String,
+    },
+
     /// The server could not be reached or refused the connection.
     #[error("failed to connect to {target}: {source}")]
     Connect {
@@ -343,14 +354,7 @@ impl Database {
         options: &DbOptions,
     ) -> Result<Database, DbError> {
         let (connect_options, cluster) = match database_url {
-            Some(url) => {
-                let connect_options: PgConnectOptions =
-                    url.parse().map_err(|source| DbError::Connect {
-                        target: "the server named by DATABASE_URL (the URL is invalid)".to_owned(),
-                        source,
-                    })?;
-                (connect_options, None)
-            }
+            Some(url) => (parse_database_url(url)?, None),
             None => {
                 let data_dir = data_dir.to_owned();
                 let cluster_options = options.clone();
@@ -413,6 +417,19 @@ impl Database {
     pub fn cluster(&self) -> Option<&Cluster> {
         self.cluster.as_ref()
     }
+}
+
+/// Parses `DATABASE_URL`, which sqlx would accept with any scheme.
+fn parse_database_url(url: &str) -> Result<PgConnectOptions, DbError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        let scheme = url.split_once("://").map_or("none", |(scheme, _)| scheme);
+        return Err(DbError::InvalidUrl {
+            reason: format!("the scheme is {scheme:?}, not postgres"),
+        });
+    }
+    url.parse().map_err(|err: sqlx::Error| DbError::InvalidUrl {
+        reason: err.to_string(),
+    })
 }
 
 /// Takes a connection from the pool; a pool that stays exhausted for its acquire timeout gives

@@ -488,6 +488,88 @@ async fn start_failure_shows_log_tail() {
 }
 
 #[tokio::test]
+async fn database_url_skips_cluster() {
+    let test_db = TestDatabase::new().await;
+    let socket_dir = test_db
+        .database()
+        .cluster()
+        .expect("private cluster")
+        .socket_dir()
+        .to_owned();
+    let url = format!(
+        "postgres://station@localhost/station?host={}",
+        socket_dir.display()
+    );
+    let unused_dir = reachable_tempdir();
+
+    let database = Database::open(unused_dir.path(), Some(&url))
+        .await
+        .expect("open through the URL");
+    assert!(database.cluster().is_none());
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'audit_event'",
+    )
+    .fetch_one(&database.pool)
+    .await
+    .expect("query");
+    assert_eq!(tables, 1);
+    database.close().await;
+    assert!(
+        !unused_dir.path().join("postgres").exists(),
+        "a URL must not start a private cluster"
+    );
+
+    // The server behind the URL belongs to someone else: closing must not stop it.
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(test_db.pool())
+        .await
+        .expect("the test server still runs");
+    assert_eq!(one, 1);
+}
+
+#[tokio::test]
+async fn database_url_errors_hide_password() {
+    let dir = reachable_tempdir();
+    let err = Database::open(
+        dir.path(),
+        Some("mysql://station:hunter2@localhost/station"),
+    )
+    .await
+    .expect_err("not a PostgreSQL URL");
+    assert!(matches!(err, DbError::InvalidUrl { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("invalid DATABASE_URL: the scheme is \"mysql\""),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+
+    let err = Database::open(
+        dir.path(),
+        Some("postgres://station:hunter2@localhost:port/station"),
+    )
+    .await
+    .expect_err("port is not a number");
+    assert!(matches!(err, DbError::InvalidUrl { .. }), "{err}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+
+    let missing = dir.path().join("no-server-here");
+    let url = format!(
+        "postgres://station:hunter2@localhost/station?host={}",
+        missing.display()
+    );
+    let err = Database::open(dir.path(), Some(&url))
+        .await
+        .expect_err("no server at the URL");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("failed to connect to database `station`"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[tokio::test]
 async fn cluster_problems_named() {
     let dir = reachable_tempdir();
     let database = open(dir.path()).await.expect("first start");
