@@ -15,7 +15,7 @@ use station::crypto::kcv::{Kcv, KcvError, KcvMethod};
 use station::crypto::mac;
 use station::crypto::tr31::{
     self, Exportability, KeyBlockAlgorithm, KeyBlockHeader, KeyBlockVersion, KeyUsage,
-    LengthMasking, ModeOfUse, Tr31Error,
+    LengthMasking, ModeOfUse, Tr31Error, policy,
 };
 use station::crypto::{KeyAlgorithm, SecretKey};
 
@@ -463,7 +463,7 @@ fn tr31_field_case_k3_lengths() {
 
 #[test]
 fn tr31_obfuscation_sizes_per_algorithm() {
-    let kbpk = SecretKey::generate(KeyAlgorithm::Aes128).unwrap();
+    let kbpk = SecretKey::generate(KeyAlgorithm::Aes256).unwrap();
     let cases = [
         (KeyAlgorithm::Tdes2, "T", 112),
         (KeyAlgorithm::Tdes3, "T", 112),
@@ -531,10 +531,10 @@ fn tr31_field_case_k5_ik_not_ks() {
         .add_optional_block("KS", "FFFF9876543210E00000")
         .unwrap();
     let error = tr31::wrap(&kbpk, &with_ks, &key).unwrap_err();
-    assert!(matches!(error, Tr31Error::KsWithAesDukpt { .. }));
+    assert!(matches!(error, Tr31Error::PolicyViolation { .. }));
     assert_eq!(
         error.to_string(),
-        "an AES initial DUKPT key (B1) key block must identify the key with an IK block, not KS; KS is for TDES DUKPT"
+        "key block breaks the key block policy: an AES B1 key block must identify the key with an IK block, not KS; KS is for TDES DUKPT"
     );
 
     let mut bad_ik = aes_b1_header();
@@ -764,16 +764,13 @@ fn key_algorithm_strategy() -> impl Strategy<Value = KeyAlgorithm> {
     ]
 }
 
-fn aes_algorithm_strategy() -> impl Strategy<Value = KeyAlgorithm> {
-    prop_oneof![
-        Just(KeyAlgorithm::Aes128),
-        Just(KeyAlgorithm::Aes192),
-        Just(KeyAlgorithm::Aes256),
-    ]
-}
-
-fn tdes_algorithm_strategy() -> impl Strategy<Value = KeyAlgorithm> {
-    prop_oneof![Just(KeyAlgorithm::Tdes2), Just(KeyAlgorithm::Tdes3)]
+/// Security strength in bits, as the key block policy counts it.
+fn strength(algorithm: KeyAlgorithm) -> usize {
+    match algorithm {
+        KeyAlgorithm::Tdes2 => 80,
+        KeyAlgorithm::Tdes3 => 112,
+        aes => aes.key_len() * 8,
+    }
 }
 
 fn key_strategy(algorithm: KeyAlgorithm) -> impl Strategy<Value = SecretKey> {
@@ -781,10 +778,26 @@ fn key_strategy(algorithm: KeyAlgorithm) -> impl Strategy<Value = SecretKey> {
         .prop_map(move |bytes| SecretKey::from_slice(algorithm, &bytes).unwrap())
 }
 
+/// Key usages of symmetric keys whose algorithm family may be AES or TDES.
+fn symmetric_usages() -> Vec<KeyUsage> {
+    KeyUsage::ALL
+        .iter()
+        .copied()
+        .filter(|usage| {
+            let algorithms = policy::allowed_algorithms(*usage);
+            algorithms.contains(&KeyBlockAlgorithm::Aes)
+                && algorithms.contains(&KeyBlockAlgorithm::Tdes)
+        })
+        .collect()
+}
+
 prop_compose! {
     fn header_strategy(key_block_version: KeyBlockVersion, algorithm: KeyAlgorithm)(
-        usage in proptest::sample::select(KeyUsage::ALL),
-        mode in proptest::sample::select(ModeOfUse::ALL),
+        (usage, mode) in proptest::sample::select(symmetric_usages()).prop_flat_map(|usage| {
+            let mut modes = policy::allowed_modes(usage).to_vec();
+            modes.push(ModeOfUse::NoRestrictions);
+            (Just(usage), proptest::sample::select(modes))
+        }),
         exportability in proptest::sample::select(Exportability::ALL),
         version in "[0-9a-zA-Z]{2}",
         blocks in proptest::collection::vec(("[A-Z][0-9A-Z]", "[ -~]{0,300}"), 0..4),
@@ -818,12 +831,24 @@ proptest! {
             key_algorithm_strategy(),
         )
             .prop_flat_map(|(version, key_algorithm)| {
-                let kbpk_algorithm = if matches!(version, KeyBlockVersion::D | KeyBlockVersion::E) {
-                    aes_algorithm_strategy().boxed()
+                let aes = matches!(version, KeyBlockVersion::D | KeyBlockVersion::E);
+                let kbpks: Vec<KeyAlgorithm> = [
+                    KeyAlgorithm::Tdes2,
+                    KeyAlgorithm::Tdes3,
+                    KeyAlgorithm::Aes128,
+                    KeyAlgorithm::Aes192,
+                    KeyAlgorithm::Aes256,
+                ]
+                .into_iter()
+                .filter(|kbpk| kbpk.is_aes() == aes && strength(*kbpk) >= strength(key_algorithm))
+                .collect();
+                // A/B/C cannot carry AES keys (no TDES KBPK is strong enough): wrap under D then.
+                let (version, kbpks) = if kbpks.is_empty() {
+                    (KeyBlockVersion::D, vec![KeyAlgorithm::Aes256])
                 } else {
-                    tdes_algorithm_strategy().boxed()
+                    (version, kbpks)
                 };
-                (kbpk_algorithm, Just(version), Just(key_algorithm))
+                (proptest::sample::select(kbpks), Just(version), Just(key_algorithm))
             })
             .prop_flat_map(|(kbpk_algorithm, version, key_algorithm)| (
                 key_strategy(kbpk_algorithm),
@@ -833,7 +858,7 @@ proptest! {
             ))
     ) {
         let block = tr31::wrap_with(&kbpk, &header, &key, masking).unwrap();
-        prop_assert_eq!(block.len(), usize::from_str_radix(&block[1..5], 10).unwrap());
+        prop_assert_eq!(block.len(), block[1..5].parse::<usize>().unwrap());
         let (unwrapped_header, unwrapped_key) = tr31::unwrap(&kbpk, &block).unwrap();
         prop_assert!(unwrapped_key.ct_eq(&key));
         prop_assert_eq!(unwrapped_header, header);
@@ -1003,8 +1028,14 @@ fn tr31_cross_check_with_psec() {
     ];
     for case in 0..48 {
         let (version, kbpk_algorithms, key_algorithms) = versions[case % 4];
-        let kbpk = SecretKey::generate(kbpk_algorithms[case % kbpk_algorithms.len()]).unwrap();
         let key = SecretKey::generate(key_algorithms[(case / 4) % key_algorithms.len()]).unwrap();
+        // The policy allows only a KBPK at least as strong as the key.
+        let strong_enough: Vec<KeyAlgorithm> = kbpk_algorithms
+            .iter()
+            .copied()
+            .filter(|kbpk| strength(*kbpk) >= strength(key.algorithm()))
+            .collect();
+        let kbpk = SecretKey::generate(strong_enough[case % strong_enough.len()]).unwrap();
         let header = cross_check_header(version, case / 4, key.algorithm());
 
         // Blocks we wrap unwrap in psec.
@@ -1261,4 +1292,228 @@ fn tr31_version_e_round_trip_without_padding() {
     let (parsed, unwrapped) = tr31::unwrap(&kbpk, &plain).unwrap();
     assert!(unwrapped.ct_eq(&key));
     assert_eq!(parsed, header);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key block policy
+
+#[test]
+fn tr31_policy_on_wrap_and_unwrap() {
+    let kbpk = SecretKey::generate(KeyAlgorithm::Aes256).unwrap();
+    let bdk = SecretKey::generate(KeyAlgorithm::Aes128).unwrap();
+    let header: KeyBlockHeader = "D0000B0AX00N0000".parse().unwrap();
+    let block = tr31::wrap(&kbpk, &header, &bdk).unwrap();
+
+    // A BDK block is never taken for a PIN key.
+    let error = tr31::unwrap_for_usage(&kbpk, &block, KeyUsage::PinEncryption).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "key block has key usage B0, but a P0 key was expected; use a block made for that usage"
+    );
+    assert!(tr31::unwrap_for_usage(&kbpk, &block, KeyUsage::Bdk).is_ok());
+
+    // A BDK header with a PIN-key mode of use is not written.
+    let pin_mode: KeyBlockHeader = "D0000B0AE00N0000".parse().unwrap();
+    assert!(matches!(
+        tr31::wrap(&kbpk, &pin_mode, &bdk),
+        Err(Tr31Error::PolicyViolation { .. })
+    ));
+    // A MAC key may not be TDES-wrapped as HMAC, nor an HMAC key be AES.
+    let hmac_as_aes: KeyBlockHeader = "D0000M7AC00N0000".parse().unwrap();
+    assert!(matches!(
+        tr31::wrap(&kbpk, &hmac_as_aes, &bdk),
+        Err(Tr31Error::PolicyViolation { .. })
+    ));
+
+    // A stronger key is not wrapped under a weaker KBPK.
+    let weak_kbpk = SecretKey::generate(KeyAlgorithm::Tdes2).unwrap();
+    let tdes3 = SecretKey::generate(KeyAlgorithm::Tdes3).unwrap();
+    let header: KeyBlockHeader = "B0000K0TB00E0000".parse().unwrap();
+    assert_eq!(
+        tr31::wrap(&weak_kbpk, &header, &tdes3)
+            .unwrap_err()
+            .to_string(),
+        "a tdes3 key cannot be wrapped under a weaker tdes2 KBPK; use a KBPK at least as strong as the key"
+    );
+}
+
+#[test]
+fn tr31_policy_lists_modes_per_usage() {
+    assert_eq!(policy::allowed_modes(KeyUsage::Bdk), &[ModeOfUse::Derive]);
+    assert!(policy::allowed_modes(KeyUsage::PinEncryption).contains(&ModeOfUse::EncryptOnly));
+    assert!(
+        policy::allowed_algorithms(KeyUsage::InitialDukptKey).contains(&KeyBlockAlgorithm::Aes)
+    );
+    assert!(!policy::allowed_algorithms(KeyUsage::Bdk).contains(&KeyBlockAlgorithm::Rsa));
+}
+
+// ---------------------------------------------------------------------------------------------
+// `station tools` calculators, compiled here from the binary's source file
+
+#[allow(dead_code, reason = "`run` prints to stdout; the tests call `execute`")]
+#[path = "../../src/cli/tools.rs"]
+mod tools;
+
+#[derive(clap::Parser)]
+struct ToolsCli {
+    #[command(subcommand)]
+    command: tools::ToolsCommand,
+}
+
+/// Parses `arguments` as `station tools ...` would and runs the calculator.
+fn tool(arguments: &str) -> Result<String, tools::ToolsError> {
+    use clap::Parser;
+    let words = std::iter::once("tools").chain(arguments.split_whitespace());
+    let cli = ToolsCli::try_parse_from(words).unwrap_or_else(|error| panic!("{error}"));
+    tools::execute(cli.command)
+}
+
+#[test]
+fn tools_kcv_forms() {
+    let tdes = "kcv --key E6F1081FEA4C402CC192B65DE367EC3E --algorithm tdes --length 4";
+    assert_eq!(tool(tdes).unwrap(), "212CF915");
+    let aes = "--key 2B7E151628AED2A6ABF7158809CF4F3C --algorithm aes";
+    assert_eq!(tool(&format!("kcv {aes} --method cmac")).unwrap(), "7AD386");
+    assert_eq!(
+        tool(&format!("kcv {aes} --json")).unwrap(),
+        r#"{"kcv":"7DF76B","method":"legacy"}"#
+    );
+    let error = tool("kcv --key 0123 --algorithm tdes").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "invalid --key: a TDES key is 32 or 48 hex digits (2-key or 3-key), not 4; single DES keys are not supported"
+    );
+}
+
+#[test]
+fn tools_dukpt_forms() {
+    let bdk = "--bdk 0123456789ABCDEFFEDCBA9876543210";
+    assert_eq!(
+        tool(&format!("dukpt tdes ipek {bdk} --ksn FFFF9876543210E00000")).unwrap(),
+        "6AC292FAA1315B4D858AB3A3D7D5933A"
+    );
+    assert_eq!(
+        tool(&format!(
+            "dukpt tdes key {bdk} --ksn FFFF9876543210E00008 --variant pin"
+        ))
+        .unwrap(),
+        "27F66D5244FF621EAA6F6120EDEB427F"
+    );
+    let data = format!("dukpt tdes key {bdk} --ksn FFFF9876543210E0004A --variant data-request");
+    assert_eq!(tool(&data).unwrap(), "58D0E9B540AE5ECC8A0307D7D733E05C");
+    assert_eq!(
+        tool(&format!("{data} --one-way")).unwrap(),
+        "6220B23D0B06787F73C17FB6FD9590E0"
+    );
+    let error = tool(&format!("dukpt tdes ipek {bdk} --ksn FFFF9876543210E00001")).unwrap_err();
+    assert_eq!(error.argument, "--ksn");
+
+    let aes_bdk = "--bdk FEDCBA9876543210F1F1F1F1F1F1F1F1";
+    assert_eq!(
+        tool(&format!(
+            "dukpt aes initial-key {aes_bdk} --initial-key-id 1234567890123456"
+        ))
+        .unwrap(),
+        "1273671EA26AC29AFA4D1084127652A1"
+    );
+    let key = format!(
+        "dukpt aes key {aes_bdk} --ksn 123456789012345600000001 --key-type aes128 --usage pin-encryption"
+    );
+    assert_eq!(tool(&key).unwrap(), "AF8CB133A78F8DC2D1359F18527593FB");
+    let error = tool(&format!(
+        "dukpt aes key {aes_bdk} --ksn 12345678901234560001FFFF --key-type aes128 --usage pin-encryption"
+    ))
+    .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "invalid --ksn: transaction counter 0x0001FFFF has 17 one-bits; AES DUKPT allows at most 16"
+    );
+}
+
+#[test]
+fn tools_tr31_forms() {
+    let kbpk = "88E1AB2A2E3DD38C1FA039A536500CC8A87AB9D62DC92C01058FA79F44657DE6";
+    let block = "D0112P0AE00E0000B82679114F470F540165EDFBF7E250FCEA43F810D215F8D207E2E417C07156A27E8E31DA05F7425509593D03A457DC34";
+    let unwrapped = tool(&format!("tr31 unwrap --kbpk {kbpk} --block {block}")).unwrap();
+    let mut lines = unwrapped.lines();
+    assert_eq!(lines.next(), Some("3F419E1CB7079442AA37474C2EFBF8B8"));
+    let header = lines.next().unwrap();
+    assert!(header.contains("key_usage=P0"), "{header}");
+
+    let json = tool(&format!("tr31 unwrap --kbpk {kbpk} --block {block} --json")).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(value["key"], "3F419E1CB7079442AA37474C2EFBF8B8");
+    assert_eq!(value["header"]["mode_of_use"], "E");
+    assert_eq!(value["kcv"], "08793E");
+
+    let wrapped = tool(&format!(
+        "tr31 wrap --kbpk {kbpk} --header D0000B1AX00N0100IK141234567890123456 --key 1273671EA26AC29AFA4D1084127652A1"
+    ))
+    .unwrap();
+    let kbpk_key = aes_key(kbpk);
+    let (header, key) = tr31::unwrap(&kbpk_key, &wrapped).unwrap();
+    assert_eq!(hex_of(&key), "1273671EA26AC29AFA4D1084127652A1");
+    assert_eq!(header.optional_block("IK"), Some("1234567890123456"));
+
+    let error = tool(&format!(
+        "tr31 wrap --kbpk {kbpk} --header B0000P0TE00E0000 --key 0123456789ABCDEFFEDCBA9876543210"
+    ))
+    .unwrap_err();
+    assert_eq!(error.argument, "--kbpk");
+}
+
+#[test]
+fn tools_components_and_shares() {
+    let combined = tool(
+        "components combine --algorithm tdes --component 988A59D7273186B8C9C9922B6D40BA75 --component 8936E5269ADFABE7D4829B2EFB3BF5D9 --component 109FF9963445E0B0E397B39DE02F7DBC --json",
+    )
+    .unwrap();
+    let value: serde_json::Value = serde_json::from_str(&combined).unwrap();
+    assert_eq!(value["key"], "0123456789ABCDEFFEDCBA9876543210");
+    assert_eq!(value["kcv"], "08D7B4");
+    assert_eq!(
+        value["component_kcvs"],
+        serde_json::json!(["024118", "AED093", "665C48"])
+    );
+
+    let key = "--key 2B7E151628AED2A6ABF7158809CF4F3C --algorithm aes";
+    let split = tool(&format!(
+        "shares split {key} --threshold 2 --count 3 --json"
+    ))
+    .unwrap();
+    let value: serde_json::Value = serde_json::from_str(&split).unwrap();
+    let shares: Vec<&str> = value["shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|share| share.as_str().unwrap())
+        .collect();
+    assert_eq!(shares.len(), 3);
+    let recovered = tool(&format!(
+        "shares combine --share {} --share {}",
+        shares[2], shares[0]
+    ))
+    .unwrap();
+    assert_eq!(
+        recovered.lines().next(),
+        Some("2B7E151628AED2A6ABF7158809CF4F3C")
+    );
+
+    let parts = tool(&format!("components split {key} --count 3 --json")).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&parts).unwrap();
+    let arguments: Vec<String> = value["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|part| format!("--component {}", part["component"].as_str().unwrap()))
+        .collect();
+    let combined = tool(&format!(
+        "components combine --algorithm aes {}",
+        arguments.join(" ")
+    ))
+    .unwrap();
+    assert_eq!(
+        combined.lines().next(),
+        Some("2B7E151628AED2A6ABF7158809CF4F3C")
+    );
 }

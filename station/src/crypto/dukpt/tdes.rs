@@ -46,7 +46,7 @@ impl Ksn {
         let invalid = || DukptError::InvalidTdesKsn {
             text: text.to_owned(),
         };
-        if text.len() % 2 != 0
+        if !text.len().is_multiple_of(2)
             || !(16..=20).contains(&text.len())
             || !text.bytes().all(|byte| byte.is_ascii_hexdigit())
         {

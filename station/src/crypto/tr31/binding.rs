@@ -11,9 +11,9 @@
 //! | D | AES | AES-CMAC counter-mode KDF | AES-CBC, IV = MAC | AES-CMAC over header and clear payload, 16 bytes |
 //! | E | AES | AES-CMAC KDF, KBEK usage `0002` | AES-CTR, initial counter = MAC | as D |
 //!
-//! The KDF (NIST SP 800-108 counter mode) runs one CMAC per cipher block of key over 8 bytes:
-//! counter, key usage (`0000` KBEK for CBC, `0002` KBEK for CTR, `0001` KBAK), separator `00`,
-//! algorithm of the KBPK (`0000` 2-key TDES, `0001` 3-key TDES, `0002` AES-128, `0003`
+//! The KDF (NIST SP 800-108 counter mode) runs one CMAC per cipher block of key. Its input is 8
+//! bytes: counter, key usage (`0000` KBEK for CBC, `0002` KBEK for CTR, `0001` KBAK), separator
+//! `00`, algorithm of the KBPK (`0000` 2-key TDES, `0001` 3-key TDES, `0002` AES-128, `0003`
 //! AES-192, `0004` AES-256) and its length in bits.
 
 use subtle::ConstantTimeEq;
@@ -101,15 +101,48 @@ impl Method {
     }
 
     /// Checks that the KBPK's family fits the version.
-    fn check_kbpk(&self, kbpk: &SecretKey) -> Result<(), Tr31Error> {
-        if kbpk.algorithm().is_aes() == self.aes {
-            return Ok(());
+    fn check_kbpk(&self, kbpk: Kbpk<'_>) -> Result<(), Tr31Error> {
+        check_kbpk_algorithm(self.version, kbpk.algorithm())
+    }
+}
+
+/// Checks that a KBPK of `algorithm` fits `version`: TDES for A, B and C, AES for D and E.
+pub(super) fn check_kbpk_algorithm(
+    version: KeyBlockVersion,
+    algorithm: KeyAlgorithm,
+) -> Result<(), Tr31Error> {
+    let aes = Method::of(version).aes;
+    if algorithm.is_aes() == aes {
+        return Ok(());
+    }
+    Err(Tr31Error::KbpkMismatch {
+        version: version.code(),
+        expected: if aes { "an AES" } else { "a TDES" },
+        kbpk: algorithm,
+    })
+}
+
+/// The key block protection key: clear in station memory, or kept elsewhere (for example in an HSM)
+/// with only its CMAC available. The second form supports the CMAC-derived versions B, D and E.
+#[derive(Clone, Copy)]
+pub(super) enum Kbpk<'a> {
+    Clear(&'a SecretKey),
+    External(&'a dyn super::ExternalKbpk),
+}
+
+impl Kbpk<'_> {
+    fn algorithm(&self) -> KeyAlgorithm {
+        match self {
+            Self::Clear(key) => key.algorithm(),
+            Self::External(key) => key.algorithm(),
         }
-        Err(Tr31Error::KbpkMismatch {
-            version: self.version.code(),
-            expected: if self.aes { "an AES" } else { "a TDES" },
-            kbpk: kbpk.algorithm(),
-        })
+    }
+
+    fn cmac(&self, data: &[u8]) -> Result<Zeroizing<Vec<u8>>, Tr31Error> {
+        match self {
+            Self::Clear(key) => Ok(cmac(key, data)),
+            Self::External(key) => key.cmac(data).map_err(Tr31Error::ExternalKbpk),
+        }
     }
 }
 
@@ -120,7 +153,7 @@ struct BlockKeys {
 }
 
 pub(super) fn wrap(
-    kbpk: &SecretKey,
+    kbpk: Kbpk<'_>,
     header: &KeyBlockHeader,
     key: &SecretKey,
     masking: LengthMasking,
@@ -144,7 +177,7 @@ pub(super) fn wrap(
 /// Builds the key block from fixed random parts: `filler` pads the payload after the key and
 /// `padding` is the data of the `PB` block, if the header needs one.
 fn assemble(
-    kbpk: &SecretKey,
+    kbpk: Kbpk<'_>,
     header: &KeyBlockHeader,
     key: &SecretKey,
     filler: &[u8],
@@ -200,7 +233,7 @@ fn assemble(
 }
 
 pub(super) fn unwrap(
-    kbpk: &SecretKey,
+    kbpk: Kbpk<'_>,
     block: &str,
     parsed: ParsedHeader,
 ) -> Result<(KeyBlockHeader, SecretKey), Tr31Error> {
@@ -291,9 +324,14 @@ fn padding_block(header_len: usize, alignment: usize) -> Result<Option<String>, 
     Ok(Some(data))
 }
 
-fn derive_keys(kbpk: &SecretKey, method: Method) -> Result<BlockKeys, Tr31Error> {
+fn derive_keys(kbpk: Kbpk<'_>, method: Method) -> Result<BlockKeys, Tr31Error> {
     match method.keys {
         KeyDerivation::Variant => {
+            let Kbpk::Clear(kbpk) = kbpk else {
+                return Err(Tr31Error::ExternalKbpkVariant {
+                    version: method.version.code(),
+                });
+            };
             let mut encryption = Zeroizing::new(kbpk.expose().to_vec());
             let mut authentication = Zeroizing::new(kbpk.expose().to_vec());
             encryption.iter_mut().for_each(|byte| *byte ^= 0x45);
@@ -311,7 +349,7 @@ fn derive_keys(kbpk: &SecretKey, method: Method) -> Result<BlockKeys, Tr31Error>
 }
 
 /// Derives one key of the KBPK's own algorithm and length with the CMAC counter-mode KDF.
-fn derive_one(kbpk: &SecretKey, usage: u16) -> Result<SecretKey, Tr31Error> {
+fn derive_one(kbpk: Kbpk<'_>, usage: u16) -> Result<SecretKey, Tr31Error> {
     let indicator: u16 = match kbpk.algorithm() {
         KeyAlgorithm::Tdes2 => 0x0000,
         KeyAlgorithm::Tdes3 => 0x0001,
@@ -330,7 +368,7 @@ fn derive_one(kbpk: &SecretKey, usage: u16) -> Result<SecretKey, Tr31Error> {
         data[3] = 0x00;
         data[4..6].copy_from_slice(&indicator.to_be_bytes());
         data[6..8].copy_from_slice(&bits.to_be_bytes());
-        output.extend_from_slice(&cmac(kbpk, &data));
+        output.extend_from_slice(&kbpk.cmac(&data)?);
         counter += 1;
     }
     output.truncate(len);
@@ -392,7 +430,7 @@ mod tests {
         let header: KeyBlockHeader = "D0000P0AE00E0000".parse().unwrap();
         let filler = hex::decode("1C2965473CE206BB855B01533782").unwrap();
 
-        let block = assemble(&kbpk, &header, &key, &filler, None).unwrap();
+        let block = assemble(Kbpk::Clear(&kbpk), &header, &key, &filler, None).unwrap();
 
         assert_eq!(
             block,

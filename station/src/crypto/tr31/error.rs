@@ -3,7 +3,7 @@
 //! Header text, lengths and positions are not secret, so the messages show them. No message
 //! carries key bytes, decrypted payload or MAC values.
 
-use super::header::KeyBlockAlgorithm;
+use super::header::{KeyBlockAlgorithm, KeyUsage};
 use crate::crypto::{KeyAlgorithm, KeyError};
 
 /// Errors in key blocks. Positions are 0-based character offsets into the key block.
@@ -133,14 +133,33 @@ pub enum Tr31Error {
         algorithm: KeyBlockAlgorithm,
         len: usize,
     },
-    /// An AES key for AES DUKPT carries a `KS` block, which X9.143 reserves for TDES DUKPT.
+    /// The header breaks a rule of the key block policy.
+    #[error("key block breaks the key block policy: {rule}")]
+    PolicyViolation { rule: String },
+    /// The key is stronger than the KBPK that would protect it.
     #[error(
-        "an AES {usage} key block must identify the key with an IK block, not KS; KS is for TDES DUKPT"
+        "a {key} key cannot be wrapped under a weaker {kbpk} KBPK; use a KBPK at least as strong as the key"
     )]
-    KsWithAesDukpt { usage: &'static str },
+    KbpkTooWeak {
+        key: KeyAlgorithm,
+        kbpk: KeyAlgorithm,
+    },
+    /// The block's key usage is not the one the caller expects.
+    #[error(
+        "key block has key usage {found}, but a {expected} key was expected; use a block made for that usage"
+    )]
+    UnexpectedUsage { expected: KeyUsage, found: KeyUsage },
     /// The random number generator failed while padding.
     #[error("random number generator failed: {0}")]
     Random(String),
+    /// A KBPK held outside station memory failed to compute a CMAC.
+    #[error("the key block protection key failed to compute a CMAC: {0}")]
+    ExternalKbpk(String),
+    /// A version that derives its keys by XOR was asked to use a KBPK held outside station memory.
+    #[error(
+        "key block version {version} derives its keys from the clear KBPK, so it cannot use a KBPK held in an HSM; use version B, D or E"
+    )]
+    ExternalKbpkVariant { version: char },
     /// A key could not be built from the unwrapped bytes.
     #[error(transparent)]
     Key(#[from] KeyError),

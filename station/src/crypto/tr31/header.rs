@@ -523,27 +523,13 @@ impl KeyBlockHeader {
         Some(self.optional_blocks.remove(index).data)
     }
 
-    /// Checks that `key` may be wrapped under this header.
+    /// Checks that the header's algorithm matches the key being wrapped.
     pub(crate) fn check_key(&self, key: KeyAlgorithm) -> Result<(), Tr31Error> {
         if KeyBlockAlgorithm::for_key(key) != self.algorithm {
             return Err(Tr31Error::KeyAlgorithmMismatch {
                 header: self.algorithm,
                 key,
             });
-        }
-        self.check_dukpt_identifier()
-    }
-
-    /// X9.143-2022 reserves `KS` for TDES DUKPT; an AES BDK or AES DUKPT initial key carries
-    /// `IK` (or `BI`) instead.
-    fn check_dukpt_identifier(&self) -> Result<(), Tr31Error> {
-        let usage = match self.key_usage {
-            KeyUsage::Bdk => "BDK (B0)",
-            KeyUsage::InitialDukptKey => "initial DUKPT key (B1)",
-            _ => return Ok(()),
-        };
-        if self.algorithm == KeyBlockAlgorithm::Aes && self.optional_block("KS").is_some() {
-            return Err(Tr31Error::KsWithAesDukpt { usage });
         }
         Ok(())
     }

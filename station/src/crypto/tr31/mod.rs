@@ -7,6 +7,7 @@
 mod binding;
 mod error;
 mod header;
+pub mod policy;
 
 pub use error::Tr31Error;
 pub use header::{
@@ -28,7 +29,8 @@ pub enum LengthMasking {
     Off,
 }
 
-/// Wraps `key` in a key block under `kbpk`, with key length obfuscation.
+/// Wraps `key` in a key block under `kbpk`, with key length obfuscation, after checking the
+/// key block policy.
 ///
 /// The header's length field and padding block are filled in here; a `PB` block in `header`
 /// is never present because [`KeyBlockHeader`] does not keep one.
@@ -48,7 +50,51 @@ pub fn wrap_with(
     masking: LengthMasking,
 ) -> Result<String, Tr31Error> {
     header.check_key(key.algorithm())?;
-    binding::wrap(kbpk, header, key, masking)
+    binding::check_kbpk_algorithm(header.version(), kbpk.algorithm())?;
+    policy::check_wrap(header, key.algorithm(), kbpk.algorithm())?;
+    binding::wrap(binding::Kbpk::Clear(kbpk), header, key, masking)
+}
+
+/// A key block protection key that never enters station memory, such as a key in an HSM: the
+/// holder computes the CMAC of the key derivation input, and everything else runs here.
+///
+/// Only the CMAC-derived versions (B, D and E) can use such a key, because versions A and C
+/// derive their keys by XOR with the clear KBPK.
+pub trait ExternalKbpk {
+    /// Algorithm and length of the KBPK.
+    fn algorithm(&self) -> KeyAlgorithm;
+
+    /// Computes the CMAC of `data` under the KBPK, or returns why it failed.
+    fn cmac(&self, data: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, String>;
+}
+
+/// Wraps `key` in a key block under a KBPK held outside station memory, with key length
+/// obfuscation.
+pub fn wrap_external(
+    kbpk: &dyn ExternalKbpk,
+    header: &KeyBlockHeader,
+    key: &SecretKey,
+) -> Result<String, Tr31Error> {
+    header.check_key(key.algorithm())?;
+    binding::check_kbpk_algorithm(header.version(), kbpk.algorithm())?;
+    policy::check_wrap(header, key.algorithm(), kbpk.algorithm())?;
+    binding::wrap(
+        binding::Kbpk::External(kbpk),
+        header,
+        key,
+        LengthMasking::default(),
+    )
+}
+
+/// Unwraps a key block under a KBPK held outside station memory, as [`unwrap`] does.
+pub fn unwrap_external(
+    kbpk: &dyn ExternalKbpk,
+    block: &str,
+) -> Result<(KeyBlockHeader, SecretKey), Tr31Error> {
+    let parsed = header::parse_block_header(block)?;
+    let (header, key) = binding::unwrap(binding::Kbpk::External(kbpk), block, parsed)?;
+    policy::check_unwrap(&header, key.expose().len())?;
+    Ok((header, key))
 }
 
 /// Unwraps a key block: checks its syntax, verifies its MAC under `kbpk` and returns the header
@@ -57,7 +103,26 @@ pub fn wrap_with(
 /// Blocks with and without key length obfuscation are both accepted.
 pub fn unwrap(kbpk: &SecretKey, block: &str) -> Result<(KeyBlockHeader, SecretKey), Tr31Error> {
     let parsed = header::parse_block_header(block)?;
-    binding::unwrap(kbpk, block, parsed)
+    let (header, key) = binding::unwrap(binding::Kbpk::Clear(kbpk), block, parsed)?;
+    policy::check_unwrap(&header, key.expose().len())?;
+    Ok((header, key))
+}
+
+/// Unwraps a key block that must carry `usage`, so that, for example, a BDK block is never
+/// taken for a PIN key.
+pub fn unwrap_for_usage(
+    kbpk: &SecretKey,
+    block: &str,
+    usage: KeyUsage,
+) -> Result<(KeyBlockHeader, SecretKey), Tr31Error> {
+    let (header, key) = unwrap(kbpk, block)?;
+    if header.key_usage() != usage {
+        return Err(Tr31Error::UnexpectedUsage {
+            expected: usage,
+            found: header.key_usage(),
+        });
+    }
+    Ok((header, key))
 }
 
 /// Chooses the clear key's algorithm from the header's algorithm and the key length in bytes.
