@@ -86,7 +86,10 @@ pub enum StoreError {
 
     /// The injection's state does not allow this step, such as confirming a failed injection. This
     /// is a bug in the caller, unless a second caller moved the injection first.
-    #[error("injection {id} is {from} and cannot become {to}")]
+    #[error(
+        "injection {id} is {from} and cannot become {to}: an injection goes from allocated to sent \
+         to confirmed or failed, and confirmed and failed are final"
+    )]
     InvalidTransition {
         /// The injection ID.
         id: i64,
