@@ -485,12 +485,16 @@ fn tr31_obfuscation_sizes_per_algorithm() {
 /// the header is an error, not a panic.
 #[test]
 fn tr31_field_case_k4_extended_length() {
-    let body = "X".repeat(600);
+    // A certificate block: format `00` (X.509) and 598 characters, 600 in all.
+    let body = format!("00{}", "X".repeat(598));
     let mut header = aes_b1_header();
     header.add_optional_block("CT", &body).unwrap();
     let text = header.to_string();
     // 2 (ID) + 2 (`00`) + 2 (length-of-length: 2 bytes) + 4 (length) + 600 = 610 = 0x0262.
-    assert!(text.starts_with("D0000B1AX00N0100CT00020262XXX"), "{text}");
+    assert!(
+        text.starts_with("D0000B1AX00N0100CT0002026200XXX"),
+        "{text}"
+    );
     let reparsed: KeyBlockHeader = text.parse().unwrap();
     assert_eq!(reparsed.optional_block("CT"), Some(body.as_str()));
     assert_eq!(reparsed.to_string(), text);
@@ -996,7 +1000,7 @@ fn cross_check_header(
         }
         3 => {
             header
-                .add_optional_block("CT", &"Q".repeat(260 + case))
+                .add_optional_block("CT", &format!("00{}", "Q".repeat(260 + case)))
                 .unwrap();
         }
         _ => {}
@@ -1516,4 +1520,57 @@ fn tools_components_and_shares() {
         combined.lines().next(),
         Some("2B7E151628AED2A6ABF7158809CF4F3C")
     );
+}
+
+#[test]
+fn tr31_typed_optional_blocks() {
+    let valid = [
+        ("IK", "1234567890123456"),
+        ("KS", "FFFF9876543210E00000"),
+        ("BI", "00FFFF987654"),
+        ("BI", "0112345678"),
+        ("KC", "0108793E25AB"),
+        ("KP", "00CB9DEA"),
+        ("TS", "20261204201500Z"),
+        ("TS", "20200818221218.25Z"),
+        ("HM", "21"),
+        ("WP", "002"),
+        ("CT", "00MIIB"),
+        ("99", "any proprietary text"),
+    ];
+    for (id, data) in valid {
+        let mut header = aes_b1_header();
+        header.set_version(KeyBlockVersion::D);
+        // KS is for TDES DUKPT blocks.
+        if id == "KS" {
+            header = "D0000B1TX00N0000".parse().unwrap();
+        }
+        header
+            .add_optional_block(id, data)
+            .unwrap_or_else(|error| panic!("{id} {data}: {error}"));
+        let reparsed: KeyBlockHeader = header.to_string().parse().unwrap();
+        assert_eq!(reparsed.optional_block(id), Some(data));
+    }
+
+    let invalid = [
+        ("IK", "123456789012345"),
+        ("KS", "VM9A"),
+        ("BI", "02FFFF987654"),
+        ("BI", "00FFFF98765"),
+        ("KC", "02ABCDEF"),
+        ("KP", "01ABC"),
+        ("TS", "2018-06-18T20:42:39.22"),
+        ("TS", "20261204201500"),
+        ("HM", "2"),
+        ("WP", "004"),
+        ("CT", "05MIIB"),
+    ];
+    for (id, data) in invalid {
+        let mut header = aes_b1_header();
+        let error = header.add_optional_block(id, data).unwrap_err();
+        assert!(
+            matches!(error, Tr31Error::InvalidOptionalBlockData { .. }),
+            "{id} {data}: {error}"
+        );
+    }
 }

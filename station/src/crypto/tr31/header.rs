@@ -481,8 +481,8 @@ impl KeyBlockHeader {
 
     /// Appends an optional block after checking its ID and data.
     ///
-    /// Well-known IDs must match their X9.143 format: `IK` is 16 hex digits, `KS` 16 to 20 hex
-    /// digits, and `KC` and `KP` a 2-digit method followed by a hex check value.
+    /// Well-known IDs (`IK`, `KS`, `BI`, `KC`, `KP`, `TS`, `HM`, `WP`, `CT`) must match their
+    /// X9.143 format. Other IDs, including numeric proprietary ones, take any printable data.
     pub fn add_optional_block(&mut self, id: &str, data: &str) -> Result<(), Tr31Error> {
         check_block_id(id, 0)?;
         if id == "PB" {
@@ -600,8 +600,8 @@ impl FromStr for KeyBlockHeader {
 enum Strictness {
     /// Blocks the station writes: every known format is enforced.
     Export,
-    /// Blocks from other systems: formats that some issuers break by habit are kept as opaque
-    /// text with a warning.
+    /// Blocks from other systems: a malformed well-known block other than `IK` is kept as
+    /// opaque text with a warning, because some issuers break the formats by habit.
     Import,
 }
 
@@ -778,45 +778,72 @@ fn check_block_id(id: &str, position: usize) -> Result<(), Tr31Error> {
 }
 
 fn check_block_data(id: &str, data: &str, strictness: Strictness) -> Result<(), Tr31Error> {
-    let invalid = |reason| Tr31Error::InvalidOptionalBlockData {
-        id: id.to_owned(),
-        data: data.to_owned(),
-        reason,
+    let Some(reason) = block_format_problem(id, data) else {
+        return Ok(());
     };
-    let is_hex = |text: &str| text.bytes().all(|byte| byte.is_ascii_hexdigit());
-    match id {
-        // X9.143-2022: IK contains the 8-byte AES DUKPT initial key ID as 16 hex digits.
-        "IK" if data.len() != 16 || !is_hex(data) => {
-            Err(invalid("IK holds the initial key ID as 16 hex digits"))
-        }
-        // KS contains a TDES DUKPT initial KSN. Some issuers put proprietary text here, so
-        // imports keep it as opaque text.
-        "KS" if data.len() < 16 || data.len() > 20 || !is_hex(data) => match strictness {
-            Strictness::Export => Err(invalid(
-                "KS holds a TDES initial KSN as 16 to 20 hex digits",
-            )),
-            Strictness::Import => {
-                tracing::warn!(
-                    data,
-                    "optional block KS is not a hex KSN; kept as opaque text"
-                );
-                Ok(())
-            }
-        },
-        // KC (check value of the wrapped key) and KP (check value of the KBPK): a 2-digit
-        // method (`00` legacy, `01` CMAC) followed by the hex check value.
-        "KC" | "KP" => {
-            let valid = data.len() >= 4 && matches!(&data[..2], "00" | "01") && is_hex(&data[2..]);
-            if valid {
-                Ok(())
-            } else {
-                Err(invalid(
-                    "KC and KP hold 00 (legacy) or 01 (CMAC) followed by the check value in hex",
-                ))
-            }
-        }
-        _ => Ok(()),
+    // The station needs a well-formed IK to derive keys, so it is strict on import too.
+    if strictness == Strictness::Export || id == "IK" {
+        return Err(Tr31Error::InvalidOptionalBlockData {
+            id: id.to_owned(),
+            data: data.to_owned(),
+            reason,
+        });
     }
+    tracing::warn!(
+        id,
+        data,
+        reason,
+        "optional block breaks its format; kept as opaque text"
+    );
+    Ok(())
+}
+
+/// Returns what is wrong with the data of a well-known optional block, or `None` if it is well
+/// formed or the ID has no fixed format. The formats are those of ANSI X9.143-2022.
+fn block_format_problem(id: &str, data: &str) -> Option<&'static str> {
+    let is_hex = |text: &str| text.bytes().all(|byte| byte.is_ascii_hexdigit());
+    let is_digits = |text: &str| text.bytes().all(|byte| byte.is_ascii_digit());
+    let valid = match id {
+        "IK" => data.len() == 16 && is_hex(data),
+        "KS" => (16..=20).contains(&data.len()) && is_hex(data),
+        "BI" => match data.get(..2) {
+            Some("00") => data.len() == 12 && is_hex(&data[2..]),
+            Some("01") => data.len() == 10 && is_hex(&data[2..]),
+            _ => false,
+        },
+        "KC" | "KP" => {
+            data.len() >= 4
+                && data.len().is_multiple_of(2)
+                && matches!(data.get(..2), Some("00" | "01"))
+                && is_hex(&data[2..])
+        }
+        "TS" => {
+            let body = data.strip_suffix('Z').unwrap_or("");
+            let (seconds, fraction) = body.split_once('.').unwrap_or((body, "0"));
+            seconds.len() == 14 && is_digits(seconds) && !fraction.is_empty() && is_digits(fraction)
+        }
+        "HM" => data.len() == 2 && is_hex(data),
+        "WP" => {
+            data.len() == 3 && data.starts_with("00") && matches!(&data[2..], "0" | "1" | "2" | "3")
+        }
+        "CT" => data.len() > 2 && matches!(data.get(..2), Some("00" | "01" | "02")),
+        _ => true,
+    };
+    if valid {
+        return None;
+    }
+    Some(match id {
+        "IK" => "IK holds the AES DUKPT initial key ID as 16 hex digits",
+        "KS" => "KS holds a TDES DUKPT initial KSN as 16 to 20 hex digits",
+        "BI" => "BI holds 00 and a 10-digit TDES key set ID, or 01 and an 8-digit AES BDK ID",
+        "KC" | "KP" => "KC and KP hold 00 (legacy) or 01 (CMAC) followed by the check value in hex",
+        "TS" => "TS holds a UTC time as YYYYMMDDhhmmss, optional fraction, then Z",
+        "HM" => "HM holds the HMAC hash algorithm as 2 hex digits",
+        "WP" => "WP holds version 00 and a wrapping pedigree digit 0 to 3",
+        _ => {
+            "CT holds a certificate format (00 X.509, 01 EMV, 02 chain) followed by the certificate"
+        }
+    })
 }
 
 fn is_printable(byte: u8) -> bool {
