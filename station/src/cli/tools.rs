@@ -310,7 +310,7 @@ pub struct SharesCombineArgs {
 pub struct ToolsError {
     /// The command-line argument, such as `--ksn`.
     pub argument: &'static str,
-    /// What is wrong and how to fix it.
+    /// Description of the problem and its fix.
     pub message: String,
 }
 

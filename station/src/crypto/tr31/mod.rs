@@ -3,6 +3,7 @@
 //!
 //! The header's version field selects the protection method: A and C (TDES key variant binding),
 //! B (TDES key derivation binding), D (AES key derivation binding) and E (ISO 20038, AES-CTR).
+//! [`policy`] decides which headers the station writes and accepts.
 
 mod binding;
 mod error;
