@@ -267,17 +267,17 @@ fn derive_ipek(bdk: &SecretKey, initial_ksn: &Ksn) -> Result<SecretKey, DukptErr
     let mut data = [0u8; 8];
     data.copy_from_slice(&initial_ksn.to_bytes()[..8]);
 
+    // The IPEK is built in place: the KSN block is encrypted under the BDK for the left half and
+    // under the masked BDK for the right half.
     let mut ipek = Zeroizing::new(Vec::with_capacity(16));
-    let mut block = data;
-    BlockCipher::new(bdk).encrypt_block(&mut block);
-    ipek.extend_from_slice(&block);
+    ipek.extend_from_slice(&data);
+    ipek.extend_from_slice(&data);
+    BlockCipher::new(bdk).encrypt_block(&mut ipek[..8]);
 
     let mut masked = Zeroizing::new(bdk.expose().to_vec());
     xor_in_place(&mut masked, &KEY_MASK);
     let masked = SecretKey::new(KeyAlgorithm::Tdes2, masked)?;
-    let mut block = data;
-    BlockCipher::new(&masked).encrypt_block(&mut block);
-    ipek.extend_from_slice(&block);
+    BlockCipher::new(&masked).encrypt_block(&mut ipek[8..]);
 
     Ok(SecretKey::new(KeyAlgorithm::Tdes2, ipek)?)
 }
