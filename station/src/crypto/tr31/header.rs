@@ -912,4 +912,62 @@ mod tests {
             assert_eq!(error.to_string(), message, "{text}");
         }
     }
+
+    #[test]
+    fn malformed_optional_blocks_are_named() {
+        let cases = [
+            (
+                "D0000B1AX00N0200PB0800001000ABCD",
+                Tr31Error::PaddingBlockNotLast,
+            ),
+            (
+                "D0000B1AX00N0200TS1320261204201510ZTS13",
+                Tr31Error::OptionalBlockTruncated {
+                    id: "TS".into(),
+                    position: 35,
+                },
+            ),
+            (
+                "D0000B1AX00N02001006ab1004",
+                Tr31Error::DuplicateOptionalBlock { id: "10".into() },
+            ),
+            (
+                "D0000B1AX00N0100CT0000",
+                Tr31Error::InvalidOptionalBlockLength {
+                    id: "CT".into(),
+                    text: "00".into(),
+                    position: 20,
+                },
+            ),
+            (
+                "D0000B1AX00N0100CT03",
+                Tr31Error::InvalidOptionalBlockLength {
+                    id: "CT".into(),
+                    text: "3".into(),
+                    position: 18,
+                },
+            ),
+            (
+                "D0000B1AX00N01001",
+                Tr31Error::OptionalBlockTruncated {
+                    id: "".into(),
+                    position: 16,
+                },
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(text.parse::<KeyBlockHeader>(), Err(expected), "{text}");
+        }
+    }
+
+    #[test]
+    fn proprietary_and_lowercase_lengths_parse() {
+        let header: KeyBlockHeader = "D0000B1AX00N010010 0aabcdef"
+            .replace(' ', "")
+            .parse()
+            .unwrap();
+        assert_eq!(header.optional_block("10"), Some("abcdef"));
+        // The length is written back in uppercase hex.
+        assert_eq!(header.to_string(), "D0000B1AX00N0100100Aabcdef");
+    }
 }
