@@ -149,20 +149,53 @@ impl BlockCipher {
 /// The tag is returned in a zeroizing buffer because key derivation uses CMAC output as key
 /// material.
 pub(crate) fn cmac(key: &SecretKey, message: &[u8]) -> Zeroizing<Vec<u8>> {
-    fn run<C: CmacCipher + KeyInit>(key: &[u8], message: &[u8]) -> Zeroizing<Vec<u8>> {
-        let mut mac = <Cmac<C> as KeyInit>::new_from_slice(key)
-            .expect("SecretKey length matches its algorithm");
-        mac.update(message);
-        Zeroizing::new(mac.finalize().into_bytes().to_vec())
+    CmacKey::new(key).compute(message)
+}
+
+/// A key scheduled once for several CMAC computations, as a KDF needs. The key schedule and the
+/// CMAC state zeroize on drop (the `zeroize` features of `aes`, `des` and `cmac`).
+#[derive(Clone)]
+pub(crate) enum CmacKey {
+    Aes128(Cmac<Aes128>),
+    Aes192(Cmac<Aes192>),
+    Aes256(Cmac<Aes256>),
+    Tdes2(Cmac<TdesEde2>),
+    Tdes3(Cmac<TdesEde3>),
+}
+
+impl CmacKey {
+    /// Schedules `key` for CMAC.
+    pub(crate) fn new(key: &SecretKey) -> Self {
+        fn init<C: CmacCipher + KeyInit>(key: &[u8]) -> Cmac<C> {
+            <Cmac<C> as KeyInit>::new_from_slice(key)
+                .expect("SecretKey length matches its algorithm")
+        }
+
+        let bytes = key.expose();
+        match key.algorithm() {
+            KeyAlgorithm::Aes128 => Self::Aes128(init(bytes)),
+            KeyAlgorithm::Aes192 => Self::Aes192(init(bytes)),
+            KeyAlgorithm::Aes256 => Self::Aes256(init(bytes)),
+            KeyAlgorithm::Tdes2 => Self::Tdes2(init(bytes)),
+            KeyAlgorithm::Tdes3 => Self::Tdes3(init(bytes)),
+        }
     }
 
-    let bytes = key.expose();
-    match key.algorithm() {
-        KeyAlgorithm::Aes128 => run::<Aes128>(bytes, message),
-        KeyAlgorithm::Aes192 => run::<Aes192>(bytes, message),
-        KeyAlgorithm::Aes256 => run::<Aes256>(bytes, message),
-        KeyAlgorithm::Tdes2 => run::<TdesEde2>(bytes, message),
-        KeyAlgorithm::Tdes3 => run::<TdesEde3>(bytes, message),
+    /// Computes the CMAC of `message`.
+    pub(crate) fn compute(&self, message: &[u8]) -> Zeroizing<Vec<u8>> {
+        fn run<C: CmacCipher + Clone>(mac: &Cmac<C>, message: &[u8]) -> Zeroizing<Vec<u8>> {
+            let mut mac = mac.clone();
+            mac.update(message);
+            Zeroizing::new(mac.finalize().into_bytes().to_vec())
+        }
+
+        match self {
+            Self::Aes128(mac) => run(mac, message),
+            Self::Aes192(mac) => run(mac, message),
+            Self::Aes256(mac) => run(mac, message),
+            Self::Tdes2(mac) => run(mac, message),
+            Self::Tdes3(mac) => run(mac, message),
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 
 use super::header::{MAX_BLOCK_LEN, ParsedHeader};
 use super::{KeyBlockHeader, KeyBlockVersion, LengthMasking, Tr31Error, key_algorithm_for};
-use crate::crypto::block_cipher::{BlockCipher, cmac};
+use crate::crypto::block_cipher::{BlockCipher, CmacKey, cmac};
 use crate::crypto::{KeyAlgorithm, SecretKey};
 
 /// The protection parameters of one key block version.
@@ -135,13 +135,6 @@ impl Kbpk<'_> {
         match self {
             Self::Clear(key) => key.algorithm(),
             Self::External(key) => key.algorithm(),
-        }
-    }
-
-    fn cmac(&self, data: &[u8]) -> Result<Zeroizing<Vec<u8>>, Tr31Error> {
-        match self {
-            Self::Clear(key) => Ok(cmac(key, data)),
-            Self::External(key) => key.cmac(data).map_err(Tr31Error::ExternalKbpk),
         }
     }
 }
@@ -341,15 +334,44 @@ fn derive_keys(kbpk: Kbpk<'_>, method: Method) -> Result<BlockKeys, Tr31Error> {
                 authentication: SecretKey::new(kbpk.algorithm(), authentication)?,
             })
         }
-        KeyDerivation::Cmac { encryption_usage } => Ok(BlockKeys {
-            encryption: derive_one(kbpk, encryption_usage)?,
-            authentication: derive_one(kbpk, 0x0001)?,
-        }),
+        KeyDerivation::Cmac { encryption_usage } => {
+            // The clear KBPK is scheduled once for all CMAC blocks of both keys.
+            let scheduled = match kbpk {
+                Kbpk::Clear(key) => KdfKey::Clear(CmacKey::new(key), key.algorithm()),
+                Kbpk::External(key) => KdfKey::External(key),
+            };
+            Ok(BlockKeys {
+                encryption: derive_one(&scheduled, encryption_usage)?,
+                authentication: derive_one(&scheduled, 0x0001)?,
+            })
+        }
+    }
+}
+
+/// The KBPK as the CMAC KDF uses it: scheduled in station memory, or held outside.
+enum KdfKey<'a> {
+    Clear(CmacKey, KeyAlgorithm),
+    External(&'a dyn super::ExternalKbpk),
+}
+
+impl KdfKey<'_> {
+    fn algorithm(&self) -> KeyAlgorithm {
+        match self {
+            Self::Clear(_, algorithm) => *algorithm,
+            Self::External(key) => key.algorithm(),
+        }
+    }
+
+    fn cmac(&self, data: &[u8]) -> Result<Zeroizing<Vec<u8>>, Tr31Error> {
+        match self {
+            Self::Clear(key, _) => Ok(key.compute(data)),
+            Self::External(key) => key.cmac(data).map_err(Tr31Error::ExternalKbpk),
+        }
     }
 }
 
 /// Derives one key of the KBPK's own algorithm and length with the CMAC counter-mode KDF.
-fn derive_one(kbpk: Kbpk<'_>, usage: u16) -> Result<SecretKey, Tr31Error> {
+fn derive_one(kbpk: &KdfKey<'_>, usage: u16) -> Result<SecretKey, Tr31Error> {
     let indicator: u16 = match kbpk.algorithm() {
         KeyAlgorithm::Tdes2 => 0x0000,
         KeyAlgorithm::Tdes3 => 0x0001,
