@@ -9,6 +9,7 @@ pub mod ceremony;
 pub mod crypto;
 pub mod db;
 pub mod link;
+pub mod pki;
 pub mod protocol;
 pub mod provision;
 pub mod store;

@@ -144,7 +144,7 @@ impl Vault {
         Ok(outcome)
     }
 
-    fn master(&self) -> Result<&SecretKey, VaultError> {
+    pub(crate) fn master(&self) -> Result<&SecretKey, VaultError> {
         self.master.as_ref().ok_or(VaultError::Sealed)
     }
 

@@ -6,4 +6,5 @@ mod crypto;
 mod db;
 mod demo;
 mod link;
+mod pki;
 mod provision;
