@@ -43,3 +43,13 @@ ensure_python_venv() {
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/psec/requirements.txt
 }
+
+# OpenSSL's command line, the independent judge of the factory PKI tests: they verify every
+# issued certificate with `openssl verify`, read it with `openssl x509 -text`, and make makers'
+# certificate chains and foreign CSRs with `openssl req` and `openssl x509`.
+ensure_openssl() {
+  if command -v openssl >/dev/null 2>&1; then
+    return 0
+  fi
+  apt_install openssl
+}
