@@ -337,7 +337,7 @@ fn derive_keys(kbpk: Kbpk<'_>, method: Method) -> Result<BlockKeys, Tr31Error> {
         KeyDerivation::Cmac { encryption_usage } => {
             // The clear KBPK is scheduled once for all CMAC blocks of both keys.
             let scheduled = match kbpk {
-                Kbpk::Clear(key) => KdfKey::Clear(CmacKey::new(key), key.algorithm()),
+                Kbpk::Clear(key) => KdfKey::Clear(Box::new(CmacKey::new(key)), key.algorithm()),
                 Kbpk::External(key) => KdfKey::External(key),
             };
             Ok(BlockKeys {
@@ -350,7 +350,7 @@ fn derive_keys(kbpk: Kbpk<'_>, method: Method) -> Result<BlockKeys, Tr31Error> {
 
 /// The KBPK as the CMAC KDF uses it: scheduled in station memory, or held outside.
 enum KdfKey<'a> {
-    Clear(CmacKey, KeyAlgorithm),
+    Clear(Box<CmacKey>, KeyAlgorithm),
     External(&'a dyn super::ExternalKbpk),
 }
 
