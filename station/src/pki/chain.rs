@@ -76,6 +76,27 @@ pub struct ValidatedChain {
     pub root: ParsedCertificate,
 }
 
+impl ValidatedChain {
+    /// Checks that the device certificate's subject has exactly one serialNumber attribute and
+    /// that it equals the serial number the device reported in HELLO, so a device cannot present
+    /// another device's certificate as its own.
+    pub fn check_serial_number(&self, reported: &str) -> Result<(), PkiError> {
+        let values = self.device_certificate.subject_serial_numbers();
+        let mismatch = |in_certificate: String| PkiError::CertificateIdentityMismatch {
+            subject: self.device_certificate.subject(),
+            reported: reported.to_owned(),
+            in_certificate,
+        };
+        match values.as_slice() {
+            [Some(value)] if value == reported => Ok(()),
+            [Some(value)] => Err(mismatch(format!("{value:?}"))),
+            [] => Err(mismatch("no serialNumber".to_owned())),
+            [None] => Err(mismatch("a serialNumber that is not a string".to_owned())),
+            several => Err(mismatch(format!("{} serialNumber values", several.len()))),
+        }
+    }
+}
+
 /// Validates a device chain against `roots` at time `now`. The chain is DER certificates, device
 /// certificate first, then intermediates. The root may be included or left out.
 pub fn validate_chain(
@@ -120,21 +141,7 @@ pub fn validate_chain(
     }
 
     let last = certificates.last().expect("the chain is not empty");
-    let intermediates_below_root = certificates.len() - 1;
-    let root = roots
-        .roots
-        .iter()
-        .find(|root| {
-            root.certificate().tbs_certificate().subject()
-                == last.certificate().tbs_certificate().issuer()
-        })
-        .ok_or_else(|| PkiError::UntrustedIssuer {
-            subject: last.subject(),
-            issuer: last.issuer(),
-        })?;
-    check_certificate(root, now)?;
-    check_issued_by(last, root)?;
-    check_issuer_is_ca(root, intermediates_below_root)?;
+    let root = anchor(last, roots, certificates.len() - 1, now)?;
 
     tracing::debug!(
         device = %device_certificate.subject(),
@@ -147,6 +154,36 @@ pub fn validate_chain(
         device_key,
         root: root.clone(),
     })
+}
+
+/// Finds the root that issued `last`. Several roots may share a name (a maker's key rollover), so
+/// each root with the issuer's name is tried, and the first error is returned if none fits.
+fn anchor<'a>(
+    last: &ParsedCertificate,
+    roots: &'a TrustedRoots,
+    intermediates_below_root: usize,
+    now: SystemTime,
+) -> Result<&'a ParsedCertificate, PkiError> {
+    let mut first_error = None;
+    let candidates = roots.roots.iter().filter(|root| {
+        root.certificate().tbs_certificate().subject()
+            == last.certificate().tbs_certificate().issuer()
+    });
+    for root in candidates {
+        let checked = check_certificate(root, now)
+            .and_then(|()| check_issued_by(last, root))
+            .and_then(|()| check_issuer_is_ca(root, intermediates_below_root));
+        match checked {
+            Ok(()) => return Ok(root),
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    Err(first_error.unwrap_or_else(|| PkiError::UntrustedIssuer {
+        subject: last.subject(),
+        issuer: last.issuer(),
+    }))
 }
 
 /// Checks what every certificate of the chain must satisfy on its own.

@@ -19,6 +19,16 @@ pub enum PkiError {
         /// The reason for the rejection.
         reason: String,
     },
+    /// The operator gave a CA label that breaks the vault's label rules.
+    #[error(
+        "invalid factory CA label {0:?}; use 1 to 63 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"
+    )]
+    InvalidCaLabel(String),
+    /// The station's configured ID cannot be a certificate's common name.
+    #[error(
+        "station ID {0:?} cannot be a certificate common name; use 1 to 64 characters without control characters"
+    )]
+    InvalidStationId(String),
     /// The operator gave a validity period that ends before it starts or that X.509 cannot encode.
     #[error("invalid certificate validity: {0}")]
     InvalidValidity(String),
@@ -85,6 +95,18 @@ pub enum PkiError {
         subject: String,
         /// The serial as a signed hex number.
         serial: String,
+    },
+    /// A valid device certificate names a device other than the one that sent it.
+    #[error(
+        "device certificate {subject:?} has {in_certificate}, but the device reported serial number {reported:?} in HELLO; the device presented another device's certificate"
+    )]
+    CertificateIdentityMismatch {
+        /// The certificate's subject.
+        subject: String,
+        /// The serial number the device reported in HELLO.
+        reported: String,
+        /// The certificate's serialNumber value, quoted, or a description of what it has instead.
+        in_certificate: String,
     },
     /// The device sent no certificate.
     #[error("the device sent an empty certificate chain")]

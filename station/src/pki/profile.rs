@@ -196,9 +196,7 @@ pub(crate) fn station_subject(station_id: &str) -> Result<Name, PkiError> {
         || station_id.len() > MAX_NAME_ATTRIBUTE_LEN
         || station_id.chars().any(char::is_control)
     {
-        return Err(PkiError::Build(format!(
-            "station ID {station_id:?} must be 1 to {MAX_NAME_ATTRIBUTE_LEN} characters without control characters"
-        )));
+        return Err(PkiError::InvalidStationId(station_id.to_owned()));
     }
     name_from_attributes(&[(oids::COMMON_NAME, Tag::Utf8String, station_id)])
 }

@@ -63,10 +63,7 @@ pub async fn save_ca(
     ceremony_id: Option<uuid::Uuid>,
     actor: &AuditActor<'_>,
 ) -> Result<(), PkiError> {
-    validate_label(label).map_err(|error| PkiError::InvalidSubject {
-        subject: label.to_owned(),
-        reason: error.to_string(),
-    })?;
+    validate_label(label).map_err(|_| PkiError::InvalidCaLabel(label.to_owned()))?;
     let master = vault.master().map_err(|_| PkiError::VaultSealed)?;
     let wrapped = wrap_scalar(master, label, &ca.private_key().expose_scalar()[..])?;
     let certificate = ca.certificate();

@@ -550,6 +550,15 @@ impl MakerPki {
             "ca.ext",
             "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
         );
+
+        // A minimal `openssl ca` setup, for certificates with chosen validity dates.
+        write(
+            path,
+            "ca.cnf",
+            "[ca]\ndefault_ca = maker\n[maker]\ndatabase = index.txt\nnew_certs_dir = .\nserial = serial.txt\ndefault_md = sha384\npolicy = any_subject\nunique_subject = no\n[any_subject]\nserialNumber = optional\norganizationalUnitName = optional\n",
+        );
+        write(path, "index.txt", "");
+        write(path, "serial.txt", "1000\n");
         write(
             path,
             "not-ca.ext",
@@ -565,6 +574,7 @@ impl MakerPki {
             "no-signature.ext",
             "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,keyAgreement\n",
         );
+
         openssl(
             path,
             &[
@@ -628,6 +638,37 @@ impl MakerPki {
                 extensions,
                 "-out",
                 &format!("{name}.pem"),
+            ],
+        );
+    }
+
+    /// Issues device certificate `name`.pem, signed by `issuer`, valid from `start` to `end`
+    /// (`YYYYMMDDHHMMSSZ`).
+    fn issue_dated(&self, name: &str, issuer: &str, start: &str, end: &str) {
+        openssl_csr(self.path(), name, "P-384", "/serialNumber=SN-77/OU=PP-9000");
+        openssl(
+            self.path(),
+            &[
+                "ca",
+                "-batch",
+                "-config",
+                "ca.cnf",
+                "-cert",
+                &format!("{issuer}.pem"),
+                "-keyfile",
+                &format!("{issuer}.key"),
+                "-in",
+                &format!("{name}.csr"),
+                "-out",
+                &format!("{name}.pem"),
+                "-startdate",
+                start,
+                "-enddate",
+                end,
+                "-extfile",
+                "device.ext",
+                "-notext",
+                "-preserveDN",
             ],
         );
     }
@@ -753,6 +794,91 @@ fn expired_and_not_yet_valid_chains_rejected() {
             .starts_with("certificate \"CN=Maker Line CA,O=Maker\" expired at "),
         "{error}"
     );
+}
+
+#[test]
+fn expired_and_future_certificates_rejected_now() {
+    let pki = MakerPki::standard();
+    let roots = pki.roots();
+    pki.issue_dated(
+        "expired",
+        "intermediate",
+        "20200101000000Z",
+        "20210101000000Z",
+    );
+    pki.issue_dated(
+        "future",
+        "intermediate",
+        "20990101000000Z",
+        "21000101000000Z",
+    );
+
+    let chain = [pki.der("expired"), pki.der("intermediate")];
+    let error = validate_chain(&chain, &roots, SystemTime::now()).unwrap_err();
+    assert!(matches!(error, PkiError::Expired { .. }), "{error:?}");
+    assert!(
+        error
+            .to_string()
+            .contains("expired at 2021-01-01T00:00:00Z"),
+        "{error}"
+    );
+
+    let chain = [pki.der("future"), pki.der("intermediate")];
+    let error = validate_chain(&chain, &roots, SystemTime::now()).unwrap_err();
+    assert!(matches!(error, PkiError::NotYetValid { .. }), "{error:?}");
+    assert!(
+        error
+            .to_string()
+            .contains("is not valid before 2099-01-01T00:00:00Z"),
+        "{error}"
+    );
+
+    for name in ["expired.pem", "future.pem"] {
+        let (ok, stdout, _) = openssl_status(
+            pki.path(),
+            &[
+                "verify",
+                "-CAfile",
+                "root.pem",
+                "-untrusted",
+                "intermediate.pem",
+                name,
+            ],
+            None,
+        );
+        assert!(!ok, "OpenSSL rejects {name} too: {stdout}");
+    }
+}
+
+#[test]
+fn device_certificate_must_match_reported_serial() {
+    let pki = MakerPki::standard();
+    let chain = [pki.der("device"), pki.der("intermediate")];
+    let validated = validate_chain(&chain, &pki.roots(), SystemTime::now()).expect("valid chain");
+
+    validated.check_serial_number("SN-77").expect("same device");
+    let error = validated.check_serial_number("SN-78").unwrap_err();
+    assert!(
+        matches!(error, PkiError::CertificateIdentityMismatch { .. }),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "device certificate \"OU=PP-9000,SERIALNUMBER=SN-77\" has \"SN-77\", but the device reported serial number \"SN-78\" in HELLO; the device presented another device's certificate"
+    );
+}
+
+#[test]
+fn roots_sharing_a_name_are_each_tried() {
+    let pki = MakerPki::standard();
+    let previous = MakerPki::new();
+    let mut roots = previous.roots();
+    let current = std::fs::read_to_string(pki.path().join("root.pem")).expect("read root");
+    roots.add_pem_bundle(&current).expect("add root");
+
+    let chain = [pki.der("device"), pki.der("intermediate")];
+    let validated = validate_chain(&chain, &roots, SystemTime::now()).expect("valid chain");
+    assert_eq!(validated.root.der(), pki.der("root"));
 }
 
 #[test]
@@ -1129,10 +1255,25 @@ fn ca_subject_and_validity_errors_name_the_value() {
         not_after: NotAfter::At(utc(2029, 1, 1, 0, 0, 0)),
     };
     let error = FactoryCa::create("CN=Test", backwards).unwrap_err();
+    assert!(matches!(error, PkiError::InvalidValidity(_)), "{error:?}");
     assert_eq!(
         error.to_string(),
         "invalid certificate validity: notAfter 2029-01-01T00:00:00Z is not after notBefore 2030-01-01T00:00:00Z"
     );
+}
+
+#[test]
+fn station_id_with_control_characters_rejected() {
+    let ca = test_ca();
+    let key = P384PrivateKey::generate().expect("key");
+    let error = ca
+        .issue_station_certificate(
+            "line\n1",
+            &key.public_key(),
+            ValidityPeriod::from_now(ONE_DAY),
+        )
+        .unwrap_err();
+    assert!(matches!(error, PkiError::InvalidStationId(_)), "{error:?}");
 }
 
 #[test]
