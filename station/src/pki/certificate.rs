@@ -22,6 +22,7 @@ use super::{PkiError, oids};
 #[derive(Clone)]
 pub struct ParsedCertificate {
     der: Vec<u8>,
+    position: usize,
     tbs_range: std::ops::Range<usize>,
     certificate: Certificate,
 }
@@ -35,6 +36,7 @@ impl ParsedCertificate {
             Certificate::from_der(der).map_err(|error| malformed(error.to_string()))?;
         Ok(Self {
             der: der.to_vec(),
+            position,
             tbs_range,
             certificate,
         })
@@ -161,7 +163,7 @@ impl ParsedCertificate {
             .get_extension::<T>()
             .map(|found| found.map(|(_critical, value)| value))
             .map_err(|error| PkiError::MalformedCertificate {
-                position: 0,
+                position: self.position,
                 reason: format!("extension {} of {:?}: {error}", T::OID, self.subject()),
             })
     }

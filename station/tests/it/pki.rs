@@ -345,6 +345,56 @@ fn csr_with_mismatched_or_missing_model_rejected() {
 }
 
 #[test]
+fn csr_with_two_serial_numbers_rejected() {
+    let dir = TempDir::new().expect("temp dir");
+    let csr = openssl_csr(
+        dir.path(),
+        "device",
+        "P-384",
+        "/serialNumber=SN-1/serialNumber=SN-2/OU=PP-9000",
+    );
+    let error = check_csr(&csr, &identity("SN-1", "PP-9000")).unwrap_err();
+    assert!(
+        error.to_string().contains("has serial number 2 values"),
+        "{error}"
+    );
+}
+
+#[test]
+fn csr_signed_with_sha256_rejected() {
+    let dir = TempDir::new().expect("temp dir");
+    openssl(
+        dir.path(),
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-384",
+            "-nodes",
+            "-keyout",
+            "device.key",
+            "-sha256",
+            "-subj",
+            "/serialNumber=SN-1/OU=PP-9000",
+            "-out",
+            "device.csr",
+        ],
+    );
+    let csr = std::fs::read(dir.path().join("device.csr")).expect("read CSR");
+    let error = check_csr(&csr, &identity("SN-1", "PP-9000")).unwrap_err();
+    assert!(
+        matches!(error, PkiError::UnsupportedSignatureAlgorithm { .. }),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "the CSR is signed with ecdsa-with-SHA256 (1.2.840.10045.4.3.2); this station accepts only ecdsa-with-SHA384"
+    );
+}
+
+#[test]
 fn tampered_csr_signature_rejected() {
     let device_key = P384PrivateKey::generate().expect("device key");
     let csr = build_csr(&device_key, &identity("SN-000123", "PP-9000")).expect("build CSR");
