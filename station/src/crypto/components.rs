@@ -1,5 +1,5 @@
 //! Key components: splitting a key into XOR components and combining them again, the
-//! dual-control form of ANSI X9.24-1-2017 for keys entered by custodians.
+//! dual-control form of ANSI X9.24-1 for keys entered by custodians.
 //!
 //! Components keep whatever DES parity bits they have. Parity does not enter the DES key
 //! schedule, so it does not change a DES check value, and the station never adjusts it.

@@ -180,7 +180,7 @@ impl KeyUsage {
     }
 }
 
-/// Derives a device's initial key from the BDK, ANSI X9.24-3-2017 section 6.3.3.
+/// Derives a device's initial key from the BDK, ANSI X9.24-3-2017 section 6.
 ///
 /// `key_type` is the algorithm of the initial key. It must be AES, because every later
 /// derivation step encrypts with the initial key under AES.

@@ -1,4 +1,4 @@
-//! TDES DUKPT key derivation, ANSI X9.24-1-2009 annex A: the IPEK from a double-length BDK and
+//! TDES DUKPT key derivation, ANSI X9.24-1-2009: the IPEK from a double-length BDK and
 //! a 10-byte key serial number, the transaction keys along the 21-bit counter, and their
 //! PIN, MAC and data variants.
 //!
@@ -24,7 +24,7 @@ pub const COUNTER_BITS: u32 = 21;
 const COUNTER_MASK: u32 = (1 << COUNTER_BITS) - 1;
 
 /// The mask XORed into a key to derive the second IPEK half and the left half of each
-/// non-reversible step (X9.24-1-2009 annex A).
+/// non-reversible step.
 const KEY_MASK: [u8; 16] = [
     0xC0, 0xC0, 0xC0, 0xC0, 0, 0, 0, 0, 0xC0, 0xC0, 0xC0, 0xC0, 0, 0, 0, 0,
 ];
@@ -110,7 +110,7 @@ impl FromStr for Ksn {
     }
 }
 
-/// A variant of the transaction key, X9.24-1-2009 annex A: the key XORed with a mask that
+/// A variant of the transaction key, ANSI X9.24-1-2009: the key XORed with a mask that
 /// selects what it may protect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Variant {
@@ -164,7 +164,7 @@ impl Variant {
     }
 }
 
-/// Derives the IPEK from a double-length BDK and an initial KSN, X9.24-1-2009 annex A.
+/// Derives the IPEK from a double-length BDK and an initial KSN, ANSI X9.24-1-2009.
 ///
 /// The counter of `initial_ksn` must be zero. A non-zero counter would be cleared and give the
 /// IPEK of the initial KSN, which hides a caller's mix-up of the initial and the current KSN.
@@ -282,7 +282,7 @@ fn derive_ipek(bdk: &SecretKey, initial_ksn: &Ksn) -> Result<SecretKey, DukptErr
     Ok(SecretKey::new(KeyAlgorithm::Tdes2, ipek)?)
 }
 
-/// Runs the non-reversible key generation process of X9.24-1-2009 annex A.
+/// Runs the non-reversible key generation process of ANSI X9.24-1-2009.
 ///
 /// The new right half is the register XOR the key's right half, DES-encrypted under the key's
 /// left half and XORed with the right half again. The new left half is the same computation on

@@ -1,6 +1,6 @@
 //! Key block protection of every version: how the KBPK yields the encryption key (KBEK) and
 //! authentication key (KBAK), how the payload is encrypted and how the MAC binds it to the
-//! header. ANSI X9.143-2022 section 5 and ISO 20038:2017.
+//! header. ANSI X9.143 and ISO 20038:2017.
 //!
 //! The payload is always the key length in bits (2 bytes), the key, and random padding.
 //!

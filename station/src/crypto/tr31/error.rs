@@ -3,7 +3,7 @@
 //! Header text, lengths and positions are not secret, so the messages show them. No message
 //! carries key bytes, decrypted payload or MAC values.
 
-use super::header::{KeyBlockAlgorithm, KeyUsage};
+use super::codes::{KeyBlockAlgorithm, KeyUsage};
 use crate::crypto::{KeyAlgorithm, KeyError};
 
 /// Errors in key blocks. Positions are 0-based character offsets into the key block.
@@ -81,7 +81,7 @@ pub enum Tr31Error {
     #[error("key block would be {len} characters long; the length field allows at most 9999")]
     BlockTooLong { len: usize },
     /// There are more optional blocks than the two-digit count allows.
-    #[error("a key block holds at most 99 optional blocks; this one would hold {count}")]
+    #[error("a key block contains at most 99 optional blocks; this one would contain {count}")]
     TooManyOptionalBlocks { count: usize },
     /// The header, with its padding block, is not a whole number of cipher blocks.
     #[error(
@@ -124,7 +124,7 @@ pub enum Tr31Error {
     MacMismatch,
     /// The decrypted key length field is impossible.
     #[error(
-        "key block holds a key length of {bits} bits in a {capacity}-byte payload; the block is malformed"
+        "key block contains a key length of {bits} bits in a {capacity}-byte payload; the block is malformed"
     )]
     InvalidKeyLength { bits: usize, capacity: usize },
     /// The key length does not correspond to a key of the header's algorithm.

@@ -1,4 +1,4 @@
-//! TR-31 / ANSI X9.143-2022 key blocks: the header with its optional blocks, and wrapping and
+//! TR-31 / ANSI X9.143 key blocks: the header with its optional blocks, and wrapping and
 //! unwrapping a key under a key block protection key (KBPK).
 //!
 //! The header's version field selects the protection method: A and C (TDES key variant binding),
@@ -6,19 +6,23 @@
 //! [`policy`] decides which headers the station writes and accepts.
 
 mod binding;
+mod codes;
 mod error;
 mod header;
+mod optional;
 pub mod policy;
 
-pub use error::Tr31Error;
-pub use header::{
-    Exportability, KeyBlockAlgorithm, KeyBlockHeader, KeyBlockVersion, KeyContext, KeyUsage,
-    KeyVersionNumber, ModeOfUse, OptionalBlock,
+pub use codes::{
+    Exportability, KeyBlockAlgorithm, KeyBlockVersion, KeyContext, KeyUsage, KeyVersionNumber,
+    ModeOfUse,
 };
+pub use error::Tr31Error;
+pub use header::KeyBlockHeader;
+pub use optional::OptionalBlock;
 
 use super::{KeyAlgorithm, SecretKey};
 
-/// Key length obfuscation applied by `wrap` (ANSI X9.143-2022), which hides the length of the
+/// Key length obfuscation applied by `wrap` (ANSI X9.143), which hides the length of the
 /// wrapped key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LengthMasking {

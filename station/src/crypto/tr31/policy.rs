@@ -1,13 +1,16 @@
-//! Key block policy: which key usage, algorithm and mode of use go together (after the tables of
-//! ANSI X9.143-2022 section 6.3), how strong the KBPK must be, and how a DUKPT key is
-//! identified.
+//! Key block policy: which key usage, algorithm and mode of use go together, how strong the
+//! KBPK must be, and how a DUKPT key is identified.
 //!
 //! `wrap` enforces every rule, so the station never writes a block that breaks one. `unwrap`
-//! rejects only a usage with the wrong algorithm family. Blocks from real HSMs break the
-//! mode-of-use and identifier rules (published payShield blocks carry `B0` with mode `N`, and
-//! the ISO 20038 example carries `B0` with mode `V`), so those are logged as warnings there.
+//! rejects only a usage with the wrong algorithm family. Blocks from real systems break the
+//! mode-of-use and identifier rules (the ISO 20038 example block carries `B0` with mode `V`), so
+//! those are logged as warnings there.
+//!
+//! NOTE: the usage-to-mode table follows the usage descriptions of ANSI X9.143 and is
+//! deliberately narrow; it has not been compared entry by entry with the standard's tables.
 
-use super::header::{KeyBlockAlgorithm, KeyBlockHeader, KeyUsage, ModeOfUse};
+use super::codes::{KeyBlockAlgorithm, KeyUsage, ModeOfUse};
+use super::header::KeyBlockHeader;
 use super::{Tr31Error, key_algorithm_for};
 use crate::crypto::KeyAlgorithm;
 
@@ -159,7 +162,7 @@ fn mode_violation(header: &KeyBlockHeader) -> Option<String> {
     ))
 }
 
-/// X9.143-2022 identifies an AES DUKPT key with `IK` and reserves `KS` for TDES DUKPT.
+/// ANSI X9.143 identifies an AES DUKPT key with `IK` and reserves `KS` for TDES DUKPT.
 fn identifier_violation(header: &KeyBlockHeader) -> Option<String> {
     let dukpt = matches!(
         header.key_usage(),
