@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use super::kcv::{Kcv, KcvMethod};
 use super::{KeyAlgorithm, KeyError, SecretKey};
 
 /// Errors in splitting, parsing or combining key shares. None carries share values.
@@ -91,6 +92,14 @@ impl KeyShare {
             value.as_str(),
             hex::encode_upper(self.checksum()),
         ))
+    }
+
+    /// Computes the check value of the share: its value taken as a key of the shared key's
+    /// algorithm, so that a custodian checks a share the same way as a component.
+    pub fn kcv(&self, method: KcvMethod) -> Kcv {
+        let as_key = SecretKey::new(self.algorithm, self.value.clone())
+            .expect("a share value has the length of its algorithm's keys");
+        Kcv::compute(&as_key, method)
     }
 
     /// Parses share text written by [`KeyShare::expose_text`], checking its checksum.
@@ -265,6 +274,21 @@ mod tests {
             KeyShare::from_text(&typo, 2).unwrap_err(),
             ShareError::ChecksumMismatch { position: 2 }
         );
+    }
+
+    #[test]
+    fn share_kcv_matches_value_as_key() {
+        let key = SecretKey::generate(KeyAlgorithm::Aes128).unwrap();
+        let share = split(&key, 2, 2).unwrap().remove(0);
+        let text = share.expose_text();
+        let value = text.split('-').nth(3).unwrap();
+        let as_key = SecretKey::from_hex(KeyAlgorithm::Aes128, value).unwrap();
+        for method in [KcvMethod::Legacy, KcvMethod::Cmac] {
+            assert_eq!(
+                share.kcv(method).to_hex(),
+                Kcv::compute(&as_key, method).to_hex()
+            );
+        }
     }
 
     #[test]
