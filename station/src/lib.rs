@@ -14,4 +14,5 @@ pub mod protocol;
 pub mod provision;
 pub mod store;
 pub mod terminal;
+pub mod users;
 pub mod vault;
