@@ -7,6 +7,7 @@
 //! clear keys: [`Vault::wrap_initial_key`] derives a device's initial key and returns it wrapped.
 
 mod error;
+mod lifecycle;
 mod usage;
 
 pub use error::VaultError;
@@ -331,6 +332,7 @@ fn storage_header(
     let text = match usage {
         KeyUsage::Bdk => format!("D0000B0{algorithm_code}X00S0000"),
         KeyUsage::TransportKey => format!("D0000K1{algorithm_code}B00S0000"),
+        KeyUsage::Kek => format!("D0000K0{algorithm_code}B00S0000"),
     };
     let mut header: KeyBlockHeader = text.parse()?;
     header.add_optional_block(LABEL_BLOCK_ID, label)?;

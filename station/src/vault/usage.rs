@@ -14,6 +14,8 @@ pub enum KeyUsage {
     Bdk,
     /// Key block protection key shared with terminals that do not agree a session key.
     TransportKey,
+    /// Key-encryption key shared with the payment host's HSM; it only wraps key exports.
+    Kek,
 }
 
 impl KeyUsage {
@@ -22,18 +24,19 @@ impl KeyUsage {
         match self {
             Self::Bdk => "bdk",
             Self::TransportKey => "transport-key",
+            Self::Kek => "kek",
         }
     }
 
     /// Parses a name produced by [`KeyUsage::name`].
     pub fn from_name(name: &str) -> Option<Self> {
-        [Self::Bdk, Self::TransportKey]
+        [Self::Bdk, Self::TransportKey, Self::Kek]
             .into_iter()
             .find(|usage| usage.name() == name)
     }
 
     /// Rejects algorithms this station cannot use for the usage yet: AES DUKPT BDKs must be AES,
-    /// and transport keys wrap version D key blocks, which need an AES key.
+    /// and transport keys and KEKs wrap version D key blocks, which need an AES key.
     pub fn check_algorithm(self, algorithm: KeyAlgorithm) -> Result<(), VaultError> {
         if algorithm.is_aes() {
             Ok(())
