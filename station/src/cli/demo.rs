@@ -2,8 +2,11 @@
 //!
 //! The demo plays every person and device: three people run the shipped key ceremony from
 //! component files, and simulated terminals on pseudo-terminal pairs stand in for devices on
-//! USB serial ports. Everything else is the real station: the private PostgreSQL cluster, the
-//! vault, DUKPT, TR-31 and the audit trail.
+//! USB serial ports. Three of every four terminals are the ECC model of the shipped device
+//! profiles, which the factory CA certifies from a CSR and which load under an ECDH session
+//! key. The fourth is the model without ECC support, which loads under the pre-shared transport
+//! key. Everything else is the real station: the private PostgreSQL cluster, the vault, the
+//! factory PKI, DUKPT, TR-31 and the audit trail.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,8 +15,9 @@ use std::sync::Arc;
 use station::ceremony::{self, CeremonyScript, ComponentFile, FileInputs, MASTER_KEY_LABEL};
 use station::crypto::kcv::{Kcv, KcvMethod};
 use station::crypto::{KeyAlgorithm, SecretKey, components};
-use station::link::{Link, SerialLink};
-use station::provision::{self, LineConfig};
+use station::link::SerialLink;
+use station::protocol::{ReferenceDriver, TerminalDriver};
+use station::provision::{self, DeviceProfiles, LineConfig, StationPki, TransportMethod};
 use station::terminal::{
     DeviceState, SimulatorConfig, SimulatorHandle, TerminalIdentity, spawn_pty_simulator,
 };
@@ -26,6 +30,20 @@ use super::ceremony::parse_participants;
 const LINE_CEREMONY: &str = include_str!("../../../ceremony-scripts/load-line-keys.toml");
 const BDK_LABEL: &str = "line-bdk";
 const TRANSPORT_LABEL: &str = "line-transport";
+/// The shipped device profiles: the ECC model and the pre-shared key model.
+const PROFILES: [(&str, &str); 2] = [
+    (
+        "device-profiles/otw-pp200.toml",
+        include_str!("../../../device-profiles/otw-pp200.toml"),
+    ),
+    (
+        "device-profiles/otw-pp100.toml",
+        include_str!("../../../device-profiles/otw-pp100.toml"),
+    ),
+];
+const VENDOR: &str = "Open Terminal Works";
+const ECC_MODEL: &str = "OTW-PP200";
+const PRE_SHARED_MODEL: &str = "OTW-PP100";
 const CUSTODIANS: [&str; 2] = ["alice", "bob"];
 const WITNESS: &str = "carol";
 
@@ -98,6 +116,20 @@ async fn run_with_database(
         );
     }
 
+    let mut profiles = DeviceProfiles::default();
+    for (name, text) in PROFILES {
+        profiles
+            .add(name, text)
+            .map_err(|error| error.to_string())?;
+    }
+    let pki =
+        StationPki::create_in_memory(&context.station_id).map_err(|error| error.to_string())?;
+    println!(
+        "== Factory CA {} (created for this run), station certificate {}",
+        &pki.ca.certificate().fingerprint()[..16],
+        &pki.station_fingerprint()[..16]
+    );
+
     println!(
         "== Provisioning {} simulated terminals over pseudo-terminal serial links",
         args.terminals
@@ -108,21 +140,32 @@ async fn run_with_database(
     std::fs::create_dir_all(&state_dir)
         .map_err(|error| format!("cannot create {}: {error}", state_dir.display()))?;
     let mut simulators = Vec::new();
-    let mut links: Vec<Box<dyn Link>> = Vec::new();
+    let mut drivers: Vec<Box<dyn TerminalDriver>> = Vec::new();
     for number in 1..=args.terminals {
         let serial = format!("SIM{run_tag}{number:02}");
+        // Every fourth terminal is the model without ECC support.
+        let pre_shared = number % 4 == 0;
         let identity = TerminalIdentity {
-            vendor: "Open Terminal Works".to_owned(),
-            model: "OTW-PP100".to_owned(),
+            vendor: VENDOR.to_owned(),
+            model: if pre_shared {
+                PRE_SHARED_MODEL
+            } else {
+                ECC_MODEL
+            }
+            .to_owned(),
             serial_number: serial.clone(),
             firmware_version: "1.4.2".to_owned(),
         };
         let state_path = state_dir.join(format!("{serial}.json"));
-        let config = SimulatorConfig::new(identity, transport_key.duplicate(), state_path.clone());
+        let config = if pre_shared {
+            SimulatorConfig::new(identity, transport_key.duplicate(), state_path.clone())
+        } else {
+            SimulatorConfig::with_ecc(identity, state_path.clone())
+        };
         let simulator = spawn_pty_simulator(config).map_err(|error| error.to_string())?;
         let link = SerialLink::open(simulator.device_path(), 115_200)
             .map_err(|error| error.to_string())?;
-        links.push(Box::new(link));
+        drivers.push(Box::new(ReferenceDriver::over(Box::new(link))));
         simulators.push((simulator, state_path));
     }
     drop(transport_key);
@@ -132,9 +175,10 @@ async fn run_with_database(
         station_id: context.station_id.clone(),
         actor: "station".to_owned(),
         bdk_label: BDK_LABEL.to_owned(),
-        transport_label: TRANSPORT_LABEL.to_owned(),
+        profiles: Arc::new(profiles),
+        pki: Some(Arc::new(pki)),
     };
-    let results = provision::provision_all(pool, Arc::clone(&vault), &line, links).await;
+    let results = provision::provision_all(pool, Arc::clone(&vault), &line, drivers).await;
     let all_ok = print_results(&results, &simulators);
     for (simulator, _) in simulators {
         if let Err(error) = simulator.stop() {
@@ -166,8 +210,8 @@ fn print_results(
     simulators: &[(SimulatorHandle, PathBuf)],
 ) -> bool {
     println!(
-        "   {:<16} {:<18} {:<16} {:>8}  {}",
-        "SERIAL", "INITIAL KEY ID", "KCV (CMAC)", "TIME", "TERMINAL CHECK"
+        "   {:<16} {:<10} {:<26} {:<18} {:<12} {:>8}  TERMINAL CHECK",
+        "SERIAL", "MODEL", "TRANSPORT KEY", "INITIAL KEY ID", "KCV (CMAC)", "TIME"
     );
     let mut all_ok = true;
     for (result, (simulator, state_path)) in results.iter().zip(simulators) {
@@ -175,9 +219,17 @@ fn print_results(
             Ok(report) => {
                 let check = check_terminal_key(state_path, report);
                 all_ok &= check == "key matches";
+                let method = match &report.method {
+                    TransportMethod::KeyExchange { .. } => "ECDH P-384 session".to_owned(),
+                    TransportMethod::PreShared { transport_label } => {
+                        format!("pre-shared {transport_label}")
+                    }
+                };
                 println!(
-                    "   {:<16} {:<18} {:<16} {:>6}ms  {check}",
+                    "   {:<16} {:<10} {:<26} {:<18} {:<12} {:>6}ms  {check}",
                     report.device.serial,
+                    report.device.model,
+                    method,
                     report.initial_key_id.to_hex(),
                     report.kcv.to_hex(),
                     report.elapsed.as_millis()

@@ -1,10 +1,14 @@
-//! `station provision`: unseal the vault, then provision one terminal on a serial port.
+//! `station provision`: unseal the vault, then provision one terminal on a serial port, with the
+//! key exchange or the pre-shared transport key that its model's device profile names.
 
 use std::path::PathBuf;
 
 use station::ceremony::{self, CeremonyScript, FileInputs};
+use std::sync::Arc;
+
 use station::link::SerialLink;
-use station::provision::{self, LineConfig};
+use station::protocol::ReferenceDriver;
+use station::provision::{self, DeviceProfiles, LineConfig, StationPki};
 use station::vault::Vault;
 
 use super::Context;
@@ -24,9 +28,9 @@ pub struct ProvisionArgs {
     /// Vault label of the BDK to derive the terminal's initial key from.
     #[arg(long)]
     pub bdk: String,
-    /// Vault label of the transport key the terminal shares with the station.
-    #[arg(long, default_value = "line-transport")]
-    pub transport_key: String,
+    /// Folder of device profiles, one TOML file per terminal model.
+    #[arg(long, default_value = "device-profiles")]
+    pub profiles: PathBuf,
     /// Unseal ceremony script [default: the shipped ceremony-scripts/unseal.toml].
     #[arg(long)]
     pub unseal_script: Option<PathBuf>,
@@ -54,6 +58,7 @@ pub async fn run(context: &Context, args: ProvisionArgs) -> Result<(), String> {
     let attestations = parse_attestations(&args.attestations)?;
     // Open the port first, so a wrong path fails before anyone enters a component.
     let link = SerialLink::open(&args.port, args.baud).map_err(|error| error.to_string())?;
+    let profiles = DeviceProfiles::load_dir(&args.profiles).map_err(|error| error.to_string())?;
     let mut inputs =
         FileInputs::read(&args.components, attestations).map_err(|error| error.to_string())?;
 
@@ -71,13 +76,17 @@ pub async fn run(context: &Context, args: ProvisionArgs) -> Result<(), String> {
         )
         .await
         .map_err(|error| error.to_string())?;
+        let pki =
+            StationPki::create_in_memory(&context.station_id).map_err(|error| error.to_string())?;
         let line = LineConfig {
             station_id: context.station_id.clone(),
             actor: args.operator.clone(),
             bdk_label: args.bdk.clone(),
-            transport_label: args.transport_key.clone(),
+            profiles: Arc::new(profiles),
+            pki: Some(Arc::new(pki)),
         };
-        provision::provision_device(&pool, &vault, &line, Box::new(link))
+        let driver = ReferenceDriver::over(Box::new(link));
+        provision::provision_device(&pool, &vault, &line, Box::new(driver))
             .await
             .map_err(|error| error.to_string())
     }

@@ -11,12 +11,22 @@ use tracing::{debug, trace};
 
 use super::frame::{FRAME_OVERHEAD, Frame, FrameError, MAX_FRAME_LEN, START_BYTE};
 
+/// A frame that arrived whole but failed its CRC or end byte check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedFrame {
+    /// The SEQ byte as read from the damaged frame; the damage may have changed it too.
+    pub sequence: u8,
+    /// The check that failed: [`FrameError::CrcMismatch`] or [`FrameError::MissingEnd`].
+    pub error: FrameError,
+}
+
 /// Frame decoder state: received bytes not yet consumed, and counts of what was thrown away.
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
     buffer: Vec<u8>,
     discarded_bytes: u64,
     rejected_candidates: u64,
+    damaged: Option<DamagedFrame>,
 }
 
 impl FrameDecoder {
@@ -35,6 +45,11 @@ impl FrameDecoder {
         !self.buffer.is_empty()
     }
 
+    /// Bytes buffered that do not yet form a frame.
+    pub fn buffered_len(&self) -> usize {
+        self.buffer.len()
+    }
+
     /// Bytes thrown away as noise or as parts of rejected frames, since creation.
     pub fn discarded_bytes(&self) -> u64 {
         self.discarded_bytes
@@ -43,6 +58,12 @@ impl FrameDecoder {
     /// Candidate frames rejected (bad length, end byte or CRC, or abandoned), since creation.
     pub fn rejected_candidates(&self) -> u64 {
         self.rejected_candidates
+    }
+
+    /// Returns the last frame that arrived whole but failed its checks since the previous call,
+    /// so the receiver can ask for it again (NAK).
+    pub fn take_damaged(&mut self) -> Option<DamagedFrame> {
+        self.damaged.take()
     }
 
     /// Drops everything buffered, for example before sending a new request.
@@ -98,6 +119,15 @@ impl FrameDecoder {
                 }
                 Err(error) => {
                     debug!(%error, "rejecting candidate frame; resynchronising");
+                    if matches!(
+                        error,
+                        FrameError::CrcMismatch { .. } | FrameError::MissingEnd { .. }
+                    ) {
+                        self.damaged = Some(DamagedFrame {
+                            sequence: self.buffer[3],
+                            error,
+                        });
+                    }
                     self.rejected_candidates += 1;
                     self.discard(1);
                 }
@@ -172,6 +202,12 @@ mod tests {
         assert_eq!(frame.sequence(), 2);
         assert_eq!(frame.payload(), b"second");
         assert_eq!(decoder.next_frame(), None);
+        let damaged = decoder
+            .take_damaged()
+            .expect("the damaged frame is reported");
+        assert_eq!(damaged.sequence, 1);
+        assert!(matches!(damaged.error, FrameError::CrcMismatch { .. }));
+        assert_eq!(decoder.take_damaged(), None);
     }
 
     #[test]

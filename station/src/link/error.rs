@@ -63,6 +63,18 @@ pub enum LinkError {
         /// Device path or network address.
         peer: String,
     },
+    /// The far end went away after sending part of a frame: the terminal was unplugged or
+    /// reset while it sent a response.
+    #[error(
+        "terminal on {peer} disconnected in the middle of a frame ({buffered} bytes of it \
+         received); check the cable and power, then reconnect the terminal and start again"
+    )]
+    DisconnectedMidFrame {
+        /// Device path or network address.
+        peer: String,
+        /// Bytes of the unfinished frame that arrived.
+        buffered: usize,
+    },
     /// No complete, valid frame arrived before the deadline: the device is silent, too slow, or
     /// its frames were corrupted on the line.
     #[error(

@@ -14,7 +14,7 @@ mod tcp;
 
 use std::time::Instant;
 
-pub use decoder::FrameDecoder;
+pub use decoder::{DamagedFrame, FrameDecoder};
 pub use error::LinkError;
 pub use frame::{
     END_BYTE, FRAME_OVERHEAD, Frame, FrameError, MAX_FRAME_LEN, MAX_PAYLOAD_LEN, START_BYTE,
@@ -35,4 +35,18 @@ pub trait Link: Send {
     /// Returns the next valid frame, discarding noise and corrupted frames, or fails with
     /// [`LinkError::Timeout`] once `deadline` passes.
     fn receive(&mut self, deadline: Instant) -> Result<Frame, LinkError>;
+
+    /// Like [`Link::receive`], but returns [`Received::Damaged`] when a frame arrived whole
+    /// and failed its CRC or end byte check and no valid frame follows it in the bytes
+    /// received, so the caller can send NAK.
+    fn receive_or_damaged(&mut self, deadline: Instant) -> Result<Received, LinkError>;
+}
+
+/// What [`Link::receive_or_damaged`] found on the line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// A valid frame.
+    Frame(Frame),
+    /// A frame that failed its checks.
+    Damaged(DamagedFrame),
 }

@@ -2,12 +2,12 @@
 
 use std::time::{Duration, Instant};
 
-use tracing::trace;
+use tracing::{debug, trace};
 
-use super::Link;
 use super::decoder::FrameDecoder;
 use super::error::LinkError;
 use super::frame::Frame;
+use super::{Link, Received};
 
 /// Outcome of one bounded read from a byte stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +123,23 @@ impl<S: ByteStream> Link for FramedLink<S> {
     }
 
     fn receive(&mut self, deadline: Instant) -> Result<Frame, LinkError> {
+        match self.receive_inner(deadline, false)? {
+            Received::Frame(frame) => Ok(frame),
+            Received::Damaged(_) => unreachable!("damage is reported only when requested"),
+        }
+    }
+
+    fn receive_or_damaged(&mut self, deadline: Instant) -> Result<Received, LinkError> {
+        self.receive_inner(deadline, true)
+    }
+}
+
+impl<S: ByteStream> FramedLink<S> {
+    fn receive_inner(
+        &mut self,
+        deadline: Instant,
+        report_damage: bool,
+    ) -> Result<Received, LinkError> {
         let started = Instant::now();
         let mut buffer = [0u8; READ_CHUNK];
         loop {
@@ -134,7 +151,17 @@ impl<S: ByteStream> Link for FramedLink<S> {
                     payload_len = frame.payload().len(),
                     "received frame"
                 );
-                return Ok(frame);
+                return Ok(Received::Frame(frame));
+            }
+            let damaged = self.decoder.take_damaged();
+            if report_damage && let Some(damaged) = damaged {
+                debug!(
+                    peer = self.stream.peer(),
+                    sequence = damaged.sequence,
+                    error = %damaged.error,
+                    "received a damaged frame"
+                );
+                return Ok(Received::Damaged(damaged));
             }
 
             let now = Instant::now();
@@ -161,7 +188,16 @@ impl<S: ByteStream> Link for FramedLink<S> {
                 remaining
             };
 
-            match self.stream.read_some(&mut buffer, wait)? {
+            let outcome = match self.stream.read_some(&mut buffer, wait) {
+                Err(LinkError::Disconnected { peer }) if self.decoder.has_partial() => {
+                    return Err(LinkError::DisconnectedMidFrame {
+                        peer,
+                        buffered: self.decoder.buffered_len(),
+                    });
+                }
+                other => other?,
+            };
+            match outcome {
                 ReadOutcome::Data(count) => {
                     self.last_data = Instant::now();
                     self.decoder.push(&buffer[..count]);

@@ -69,6 +69,39 @@ impl<'a> PayloadReader<'a> {
         self.take(field, len)
     }
 
+    /// Reads bytes prefixed by a two-byte length.
+    pub(crate) fn bytes_u16(&mut self, field: &'static str) -> Result<&'a [u8], ProtocolError> {
+        let len = usize::from(self.u16(field)?);
+        self.take(field, len)
+    }
+
+    /// Reads a certificate chain: a one-byte count, then each DER certificate prefixed by a
+    /// two-byte length. An empty certificate is rejected.
+    pub(crate) fn certificate_chain(
+        &mut self,
+        field: &'static str,
+    ) -> Result<Vec<Vec<u8>>, ProtocolError> {
+        let count = self.u8(field)?;
+        let mut chain = Vec::with_capacity(usize::from(count));
+        for index in 0..count {
+            let der = self.bytes_u16(field)?;
+            if der.is_empty() {
+                return Err(ProtocolError::InvalidField {
+                    message: self.message,
+                    field,
+                    reason: format!("certificate {} of the chain is empty", index + 1),
+                });
+            }
+            chain.push(der.to_vec());
+        }
+        Ok(chain)
+    }
+
+    /// True when every byte of the payload has been read.
+    pub(crate) fn is_at_end(&self) -> bool {
+        self.position == self.bytes.len()
+    }
+
     /// Reads text prefixed by a one-byte length.
     pub(crate) fn text_u8(
         &mut self,
@@ -172,6 +205,35 @@ impl PayloadWriter {
         let len = u8::try_from(value.len()).map_err(|_| self.too_long(field, value.len(), 255))?;
         self.u8(len);
         self.array(value);
+        Ok(())
+    }
+
+    /// Writes bytes prefixed by a two-byte length.
+    pub(crate) fn bytes_u16(
+        &mut self,
+        field: &'static str,
+        value: &[u8],
+    ) -> Result<(), ProtocolError> {
+        let len = u16::try_from(value.len())
+            .map_err(|_| self.too_long(field, value.len(), usize::from(u16::MAX)))?;
+        self.u16(len);
+        self.array(value);
+        Ok(())
+    }
+
+    /// Writes a certificate chain: a one-byte count, then each DER certificate prefixed by a
+    /// two-byte length.
+    pub(crate) fn certificate_chain(
+        &mut self,
+        field: &'static str,
+        chain: &[Vec<u8>],
+    ) -> Result<(), ProtocolError> {
+        let count =
+            u8::try_from(chain.len()).map_err(|_| self.too_long(field, chain.len(), 255))?;
+        self.u8(count);
+        for der in chain {
+            self.bytes_u16(field, der)?;
+        }
         Ok(())
     }
 

@@ -11,8 +11,8 @@ use crate::link::FrameError;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProtocolError {
-    /// The frame's message type byte is not one protocol version 1 defines.
-    #[error("message type 0x{type_byte:02X} is not defined by protocol version 1")]
+    /// The frame's message type byte is not one protocol versions 1 and 2 define.
+    #[error("message type 0x{type_byte:02X} is not defined by protocol versions 1 and 2")]
     UnknownMessageType {
         /// The type byte received.
         type_byte: u8,
@@ -49,7 +49,7 @@ pub enum ProtocolError {
         /// Reason, without repeating the text.
         reason: String,
     },
-    /// A field contains a code that protocol version 1 does not define.
+    /// A field contains a code that the protocol does not define.
     #[error("{message} message field {field} has undefined value 0x{value:02X}")]
     UndefinedValue {
         /// Message being decoded.

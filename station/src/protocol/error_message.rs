@@ -36,6 +36,20 @@ pub enum ErrorCode {
     SlotInvalid,
     /// `0x0106`: the terminal failed to write its secure storage.
     StorageFailed,
+    /// `0x0107`: every key slot's storage is full; the terminal can store no more keys.
+    StorageFull,
+    /// `0x0200`: the station's certificate chain does not validate against the terminal's root.
+    CertificateInvalid,
+    /// `0x0201`: the station's transcript signature does not verify.
+    SignatureInvalid,
+    /// `0x0202`: the station's key confirmation tag does not verify.
+    KeyConfirmationFailed,
+    /// `0x0203`: the request needs a completed key exchange, and there is none.
+    NoSession,
+    /// `0x0204`: the terminal has no on-board key pair to certify.
+    KeyPairUnavailable,
+    /// `0x0205`: the certificate sent in CERTIFICATE does not certify the terminal's own key.
+    CertificateMismatch,
     /// `0x0FFF`: the terminal failed internally while handling the request.
     InternalError,
     /// A code that protocol version 1 does not define.
@@ -56,6 +70,13 @@ impl ErrorCode {
             Self::KeyAlgorithmUnsupported => 0x0104,
             Self::SlotInvalid => 0x0105,
             Self::StorageFailed => 0x0106,
+            Self::StorageFull => 0x0107,
+            Self::CertificateInvalid => 0x0200,
+            Self::SignatureInvalid => 0x0201,
+            Self::KeyConfirmationFailed => 0x0202,
+            Self::NoSession => 0x0203,
+            Self::KeyPairUnavailable => 0x0204,
+            Self::CertificateMismatch => 0x0205,
             Self::InternalError => 0x0FFF,
             Self::Other(code) => code,
         }
@@ -74,6 +95,13 @@ impl ErrorCode {
             0x0104 => Self::KeyAlgorithmUnsupported,
             0x0105 => Self::SlotInvalid,
             0x0106 => Self::StorageFailed,
+            0x0107 => Self::StorageFull,
+            0x0200 => Self::CertificateInvalid,
+            0x0201 => Self::SignatureInvalid,
+            0x0202 => Self::KeyConfirmationFailed,
+            0x0203 => Self::NoSession,
+            0x0204 => Self::KeyPairUnavailable,
+            0x0205 => Self::CertificateMismatch,
             0x0FFF => Self::InternalError,
             other => Self::Other(other),
         }
@@ -92,6 +120,13 @@ impl ErrorCode {
             Self::KeyAlgorithmUnsupported => "key algorithm unsupported",
             Self::SlotInvalid => "slot invalid",
             Self::StorageFailed => "storage failed",
+            Self::StorageFull => "storage full",
+            Self::CertificateInvalid => "station certificate invalid",
+            Self::SignatureInvalid => "station signature invalid",
+            Self::KeyConfirmationFailed => "key confirmation failed",
+            Self::NoSession => "no key exchange session",
+            Self::KeyPairUnavailable => "key pair unavailable",
+            Self::CertificateMismatch => "certificate does not match the key pair",
             Self::InternalError => "internal error",
             Self::Other(_) => "undefined error code",
         }
@@ -103,6 +138,18 @@ impl ErrorCode {
             Self::KeyBlockMacInvalid => {
                 "the terminal's transport key differs from the one the station wrapped under; \
                  load the matching transport key into the station or the terminal"
+            }
+            Self::StorageFull => {
+                "the terminal's key storage is full; erase it by the maker's procedure before \
+                 loading it again"
+            }
+            Self::CertificateInvalid | Self::SignatureInvalid => {
+                "the terminal does not trust this station's certificate; check that the terminal \
+                 holds this factory's CA certificate and that the station certificate is current"
+            }
+            Self::KeyConfirmationFailed => {
+                "the key exchange was altered on the line or one side is faulty; retry, and set \
+                 the terminal aside if it fails again"
             }
             Self::StorageFailed | Self::InternalError | Self::Other(_) => {
                 "the terminal is faulty or runs unknown firmware; set it aside for service"

@@ -1,9 +1,12 @@
 //! LOAD_RESULT (0x82, terminal to station): the terminal stored the key, and its check value.
 //!
 //! Payload: `status` u8, `kcv_method` u8, then `kcv`: a u8 length followed by the check value
-//! bytes of the key as the terminal stored it.
+//! bytes of the key as the terminal stored it. In a session authenticated by KEY_EXCHANGE the
+//! terminal appends `mac`: a u8 length of 16 and the AES-CMAC that
+//! [`super::handshake::SessionKeys::load_result_mac`] defines over the bytes before it.
 
 use super::codec::{PayloadReader, PayloadWriter};
+use super::handshake::TAG_LEN;
 use super::{MessageType, ProtocolError};
 use crate::crypto::kcv::{Kcv, KcvMethod};
 
@@ -68,11 +71,23 @@ pub struct LoadResult {
     pub status: LoadStatus,
     /// Check value of the key the terminal stored, with its method.
     pub kcv: Kcv,
+    /// MAC under the session's result MAC key; present only in an authenticated session.
+    pub mac: Option<[u8; TAG_LEN]>,
 }
 
 impl LoadResult {
     /// Encodes the payload.
     pub fn encode(&self) -> Result<Vec<u8>, ProtocolError> {
+        let mut payload = self.authenticated_fields()?;
+        if let Some(mac) = &self.mac {
+            payload.push(TAG_LEN as u8);
+            payload.extend_from_slice(mac);
+        }
+        Ok(payload)
+    }
+
+    /// Encodes the fields the MAC covers: the payload up to, not including, `mac`.
+    pub fn authenticated_fields(&self) -> Result<Vec<u8>, ProtocolError> {
         let mut writer = PayloadWriter::new(MessageType::LoadResult);
         writer.u8(self.status.code());
         writer.u8(kcv_method_code(self.kcv.method()));
@@ -107,7 +122,18 @@ impl LoadResult {
                 reason: error.to_string(),
             }
         })?;
+        let mac = if reader.is_at_end() {
+            None
+        } else {
+            let tag = reader.bytes_u8("mac")?;
+            let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| ProtocolError::InvalidField {
+                message,
+                field: "mac",
+                reason: format!("the MAC is {} bytes; it must be {TAG_LEN}", tag.len()),
+            })?;
+            Some(tag)
+        };
         reader.finish()?;
-        Ok(Self { status, kcv })
+        Ok(Self { status, kcv, mac })
     }
 }

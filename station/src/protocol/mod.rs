@@ -1,35 +1,53 @@
-//! The terminal protocol, version 1: its messages and the station's side of a session.
+//! The terminal protocol, versions 1 and 2: its messages and the station's side of a session.
 //!
 //! Each message type lives in its own file and encodes and decodes its own payload; the frame
 //! around it belongs to [`crate::link`]. Requests have type codes below 0x80, and the response
 //! to a request has the request's code with the high bit set. ERROR (0xFF) is a valid response
-//! to any request. `docs/protocol.md` specifies every byte for terminal implementers.
+//! to any request, and NAK (0x15) requests the other side to send its last frame again. Version 2
+//! adds certificates, the authenticated key exchange of [`handshake`] and a MAC on LOAD_RESULT.
+//! `docs/protocol.md` specifies every byte for terminal implementers.
 
+mod certificate;
 mod codec;
+mod csr;
+mod driver;
 mod error;
 mod error_message;
+pub mod handshake;
 mod hello;
 mod hello_request;
+mod key_confirm;
+mod key_exchange;
 mod load_key;
 mod load_result;
+mod nak;
 mod session;
 
 use std::fmt;
 
+pub use certificate::{CertificateInstall, CertificateStored};
+pub use csr::{Csr, CsrRequest};
+pub use driver::{DeviceCredentials, ReferenceDriver, StationCredentials, TerminalDriver};
 pub use error::ProtocolError;
 pub use error_message::{ErrorCode, ErrorMessage};
-pub use hello::Hello;
+pub use hello::{Capabilities, Hello};
 pub use hello_request::HelloRequest;
+pub use key_confirm::{KeyConfirm, KeyConfirmed};
+pub use key_exchange::{KeyExchangeRequest, KeyExchangeResponse};
 pub use load_key::LoadKey;
 pub use load_result::{LoadResult, LoadStatus, kcv_method_code, kcv_method_from_code};
-pub use session::{SessionConfig, SessionError, StationSession};
+pub use nak::{Nak, NakReason};
+pub use session::{AuthenticatedSession, SessionConfig, SessionError, StationSession};
 
 use crate::link::Frame;
 
-/// The protocol version this station and its simulator speak.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// The highest protocol version this station and its simulator speak.
+pub const PROTOCOL_VERSION: u8 = 2;
+/// The lowest protocol version the station accepts: version 1 terminals load keys under a
+/// pre-shared transport key.
+pub const MIN_PROTOCOL_VERSION: u8 = 1;
 
-/// Message type codes of protocol version 1.
+/// Message type codes of protocol versions 1 and 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum MessageType {
@@ -41,17 +59,44 @@ pub enum MessageType {
     LoadKey,
     /// `0x82`, terminal to station.
     LoadResult,
+    /// `0x03`, station to terminal (version 2).
+    CsrRequest,
+    /// `0x83`, terminal to station (version 2).
+    Csr,
+    /// `0x04`, station to terminal (version 2).
+    Certificate,
+    /// `0x84`, terminal to station (version 2).
+    CertificateStored,
+    /// `0x05`, station to terminal (version 2).
+    KeyExchange,
+    /// `0x85`, terminal to station (version 2).
+    KeyExchangeResponse,
+    /// `0x06`, station to terminal (version 2).
+    KeyConfirm,
+    /// `0x86`, terminal to station (version 2).
+    KeyConfirmed,
+    /// `0x15`, either direction (version 2).
+    Nak,
     /// `0xFF`, terminal to station.
     Error,
 }
 
 impl MessageType {
-    /// Every message type of protocol version 1.
-    pub const ALL: [Self; 5] = [
+    /// Every message type.
+    pub const ALL: [Self; 14] = [
         Self::HelloRequest,
         Self::Hello,
         Self::LoadKey,
         Self::LoadResult,
+        Self::CsrRequest,
+        Self::Csr,
+        Self::Certificate,
+        Self::CertificateStored,
+        Self::KeyExchange,
+        Self::KeyExchangeResponse,
+        Self::KeyConfirm,
+        Self::KeyConfirmed,
+        Self::Nak,
         Self::Error,
     ];
 
@@ -62,6 +107,15 @@ impl MessageType {
             Self::Hello => 0x81,
             Self::LoadKey => 0x02,
             Self::LoadResult => 0x82,
+            Self::CsrRequest => 0x03,
+            Self::Csr => 0x83,
+            Self::Certificate => 0x04,
+            Self::CertificateStored => 0x84,
+            Self::KeyExchange => 0x05,
+            Self::KeyExchangeResponse => 0x85,
+            Self::KeyConfirm => 0x06,
+            Self::KeyConfirmed => 0x86,
+            Self::Nak => 0x15,
             Self::Error => 0xFF,
         }
     }
@@ -81,6 +135,15 @@ impl MessageType {
             Self::Hello => "HELLO",
             Self::LoadKey => "LOAD_KEY",
             Self::LoadResult => "LOAD_RESULT",
+            Self::CsrRequest => "CSR_REQUEST",
+            Self::Csr => "CSR",
+            Self::Certificate => "CERTIFICATE",
+            Self::CertificateStored => "CERTIFICATE_STORED",
+            Self::KeyExchange => "KEY_EXCHANGE",
+            Self::KeyExchangeResponse => "KEY_EXCHANGE response",
+            Self::KeyConfirm => "KEY_CONFIRM",
+            Self::KeyConfirmed => "KEY_CONFIRMED",
+            Self::Nak => "NAK",
             Self::Error => "ERROR",
         }
     }
@@ -92,7 +155,7 @@ impl fmt::Display for MessageType {
     }
 }
 
-/// Any message of protocol version 1.
+/// Any message of protocol versions 1 and 2.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Message {
@@ -104,6 +167,24 @@ pub enum Message {
     LoadKey(LoadKey),
     /// See [`LoadResult`].
     LoadResult(LoadResult),
+    /// See [`CsrRequest`].
+    CsrRequest(CsrRequest),
+    /// See [`Csr`].
+    Csr(Csr),
+    /// See [`CertificateInstall`].
+    Certificate(CertificateInstall),
+    /// See [`CertificateStored`].
+    CertificateStored(CertificateStored),
+    /// See [`KeyExchangeRequest`].
+    KeyExchange(KeyExchangeRequest),
+    /// See [`KeyExchangeResponse`].
+    KeyExchangeResponse(KeyExchangeResponse),
+    /// See [`KeyConfirm`].
+    KeyConfirm(KeyConfirm),
+    /// See [`KeyConfirmed`].
+    KeyConfirmed(KeyConfirmed),
+    /// See [`Nak`].
+    Nak(Nak),
     /// See [`ErrorMessage`].
     Error(ErrorMessage),
 }
@@ -116,6 +197,15 @@ impl Message {
             Self::Hello(_) => MessageType::Hello,
             Self::LoadKey(_) => MessageType::LoadKey,
             Self::LoadResult(_) => MessageType::LoadResult,
+            Self::CsrRequest(_) => MessageType::CsrRequest,
+            Self::Csr(_) => MessageType::Csr,
+            Self::Certificate(_) => MessageType::Certificate,
+            Self::CertificateStored(_) => MessageType::CertificateStored,
+            Self::KeyExchange(_) => MessageType::KeyExchange,
+            Self::KeyExchangeResponse(_) => MessageType::KeyExchangeResponse,
+            Self::KeyConfirm(_) => MessageType::KeyConfirm,
+            Self::KeyConfirmed(_) => MessageType::KeyConfirmed,
+            Self::Nak(_) => MessageType::Nak,
             Self::Error(_) => MessageType::Error,
         }
     }
@@ -127,6 +217,15 @@ impl Message {
             Self::Hello(message) => message.encode(),
             Self::LoadKey(message) => message.encode(),
             Self::LoadResult(message) => message.encode(),
+            Self::CsrRequest(message) => message.encode(),
+            Self::Csr(message) => message.encode(),
+            Self::Certificate(message) => message.encode(),
+            Self::CertificateStored(message) => message.encode(),
+            Self::KeyExchange(message) => message.encode(),
+            Self::KeyExchangeResponse(message) => message.encode(),
+            Self::KeyConfirm(message) => message.encode(),
+            Self::KeyConfirmed(message) => message.encode(),
+            Self::Nak(message) => message.encode(),
             Self::Error(message) => message.encode(),
         }
     }
@@ -138,6 +237,19 @@ impl Message {
             MessageType::Hello => Self::Hello(Hello::decode(payload)?),
             MessageType::LoadKey => Self::LoadKey(LoadKey::decode(payload)?),
             MessageType::LoadResult => Self::LoadResult(LoadResult::decode(payload)?),
+            MessageType::CsrRequest => Self::CsrRequest(CsrRequest::decode(payload)?),
+            MessageType::Csr => Self::Csr(Csr::decode(payload)?),
+            MessageType::Certificate => Self::Certificate(CertificateInstall::decode(payload)?),
+            MessageType::CertificateStored => {
+                Self::CertificateStored(CertificateStored::decode(payload)?)
+            }
+            MessageType::KeyExchange => Self::KeyExchange(KeyExchangeRequest::decode(payload)?),
+            MessageType::KeyExchangeResponse => {
+                Self::KeyExchangeResponse(KeyExchangeResponse::decode(payload)?)
+            }
+            MessageType::KeyConfirm => Self::KeyConfirm(KeyConfirm::decode(payload)?),
+            MessageType::KeyConfirmed => Self::KeyConfirmed(KeyConfirmed::decode(payload)?),
+            MessageType::Nak => Self::Nak(Nak::decode(payload)?),
             MessageType::Error => Self::Error(ErrorMessage::decode(payload)?),
         })
     }
@@ -173,13 +285,7 @@ mod tests {
     }
 
     fn hello() -> Hello {
-        Hello {
-            protocol_version: 1,
-            vendor: "Example Payments".to_owned(),
-            model: "SIM-1".to_owned(),
-            serial_number: "SN-0001".to_owned(),
-            firmware_version: "1.0.0".to_owned(),
-        }
+        Hello::version_1("Example Payments", "SIM-1", "SN-0001", "1.0.0")
     }
 
     #[test]
@@ -236,6 +342,7 @@ mod tests {
         let message = Message::LoadResult(LoadResult {
             status: LoadStatus::Replaced,
             kcv,
+            mac: None,
         });
         let payload = message.encode_payload().expect("encodes");
         assert_eq!(payload, [0x01, 0x02, 0x03, 0x7A, 0xD3, 0x86]);
@@ -265,7 +372,7 @@ mod tests {
         assert_eq!(error, ProtocolError::UnknownMessageType { type_byte: 0x42 });
         assert_eq!(
             error.to_string(),
-            "message type 0x42 is not defined by protocol version 1"
+            "message type 0x42 is not defined by protocol versions 1 and 2"
         );
     }
 
@@ -410,6 +517,7 @@ mod tests {
         let load_result = Message::LoadResult(LoadResult {
             status: LoadStatus::Stored,
             kcv: Kcv::from_hex(KcvMethod::Cmac, "05EF45").expect("valid KCV"),
+            mac: None,
         });
         assert_eq!(
             hex::encode_upper(load_result.to_frame(0x2B).expect("encodes").encode()),

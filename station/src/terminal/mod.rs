@@ -10,12 +10,13 @@
 mod cli;
 mod config;
 mod error;
+mod handshake;
 mod pty;
 mod simulator;
 mod state;
 
 pub use cli::{TerminalSimArgs, run_terminal_sim_command};
-pub use config::{SimulatorConfig, SimulatorFaults, TerminalIdentity};
+pub use config::{EccSettings, SimulatorConfig, SimulatorFaults, TerminalIdentity};
 pub use error::SimulatorError;
 pub use pty::{SimulatorHandle, spawn_pty_simulator};
 pub use simulator::Simulator;

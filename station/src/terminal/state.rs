@@ -2,7 +2,9 @@
 //!
 //! A real terminal keeps loaded keys inside its secure element and never lets them out. The
 //! simulator has no secure element, so this file plays its part: it contains the clear keys the
-//! simulated device stored, with their slot and initial key ID. It is the simulated device, not
+//! simulated device stored, with their slot and initial key ID. For a version 2 terminal it also
+//! contains the certificate key pair (the private scalar in the clear), the certificate and the
+//! factory CA root the terminal trusts. It is the simulated device, not
 //! part of the station, and belongs only on test and demonstration machines. It is written with
 //! mode 0600 and replaced atomically (write a temporary file, then rename).
 
@@ -12,11 +14,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::error::SimulatorError;
 use crate::crypto::dukpt::aes::InitialKeyId;
 use crate::crypto::{KeyAlgorithm, SecretKey};
+use crate::pki::P384PrivateKey;
 
 /// One key in the simulated device's storage.
 #[derive(Debug)]
@@ -29,10 +32,18 @@ pub struct StoredKey {
     pub key: SecretKey,
 }
 
-/// The simulated device's storage: its loaded keys, by slot.
+/// The simulated device's storage: its loaded keys by slot, and its certificate material.
 #[derive(Debug, Default)]
 pub struct DeviceState {
     keys: Vec<StoredKey>,
+    /// Serial number of the device that wrote the file, so a file is not used for another.
+    pub serial_number: Option<String>,
+    /// The terminal's P-384 certificate key, generated on board.
+    pub certificate_key: Option<P384PrivateKey>,
+    /// The terminal's certificate chain in DER, its own certificate first.
+    pub certificate_chain: Vec<Vec<u8>>,
+    /// The factory CA certificate the terminal checks the station's certificate against.
+    pub trusted_root: Option<Vec<u8>>,
 }
 
 /// On-disk form of one key. The clear key hex is zeroized when the record is dropped.
@@ -55,6 +66,23 @@ struct StateFile {
     /// Warning for people who open the file.
     note: String,
     keys: Vec<KeyRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    serial_number: Option<String>,
+    /// Hex of the P-384 private scalar; zeroized when the record is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    certificate_key_hex: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    certificate_chain_hex: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trusted_root_hex: Option<String>,
+}
+
+impl Drop for StateFile {
+    fn drop(&mut self) {
+        if let Some(key) = &mut self.certificate_key_hex {
+            key.zeroize();
+        }
+    }
 }
 
 const NOTE: &str = "Simulated terminal storage: a real terminal keeps these keys in its secure \
@@ -93,7 +121,38 @@ impl DeviceState {
                 key,
             });
         }
-        Ok(Self { keys })
+        let certificate_key = match &file.certificate_key_hex {
+            None => None,
+            Some(text) => {
+                let scalar = Zeroizing::new(
+                    hex::decode(text)
+                        .map_err(|_| error("certificate_key_hex is not hex".to_owned()))?,
+                );
+                Some(P384PrivateKey::from_scalar(&scalar).map_err(|_| {
+                    error("certificate_key_hex is not a P-384 private scalar".to_owned())
+                })?)
+            }
+        };
+        let decode = |field: &str, text: &str| {
+            hex::decode(text).map_err(|_| error(format!("{field} is not hex")))
+        };
+        let certificate_chain = file
+            .certificate_chain_hex
+            .iter()
+            .map(|text| decode("certificate_chain_hex", text))
+            .collect::<Result<Vec<_>, _>>()?;
+        let trusted_root = file
+            .trusted_root_hex
+            .as_deref()
+            .map(|text| decode("trusted_root_hex", text))
+            .transpose()?;
+        Ok(Self {
+            keys,
+            serial_number: file.serial_number.clone(),
+            certificate_key,
+            certificate_chain,
+            trusted_root,
+        })
     }
 
     /// Writes the state to `path` atomically, with mode 0600.
@@ -114,6 +173,17 @@ impl DeviceState {
                     key_hex: hex::encode_upper(stored.key.expose()),
                 })
                 .collect(),
+            serial_number: self.serial_number.clone(),
+            certificate_key_hex: self
+                .certificate_key
+                .as_ref()
+                .map(|key| hex::encode_upper(key.expose_scalar().as_slice())),
+            certificate_chain_hex: self
+                .certificate_chain
+                .iter()
+                .map(hex::encode_upper)
+                .collect(),
+            trusted_root_hex: self.trusted_root.as_ref().map(hex::encode_upper),
         };
         let mut text = serde_json::to_string_pretty(&file)
             .map_err(|serialize| error(format!("failed to serialize: {serialize}")))?;
@@ -124,6 +194,11 @@ impl DeviceState {
         text.zeroize();
         written.map_err(|io| error(format!("failed to write {}: {io}", temporary.display())))?;
         fs::rename(&temporary, path).map_err(|io| error(format!("failed to replace: {io}")))
+    }
+
+    /// Number of keys stored.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
     }
 
     /// Keys stored, in slot order.

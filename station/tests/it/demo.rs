@@ -36,6 +36,16 @@ fn demo_runs_twice_and_audit_verifies() {
             4,
             "run {run}:\n{stdout}"
         );
+        assert_eq!(
+            stdout.matches("ECDH P-384 session").count(),
+            3,
+            "run {run}:\n{stdout}"
+        );
+        assert_eq!(
+            stdout.matches("pre-shared line-transport").count(),
+            1,
+            "run {run}:\n{stdout}"
+        );
         assert!(stdout.contains("Demo complete"), "run {run}:\n{stdout}");
     }
 

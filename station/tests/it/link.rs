@@ -358,13 +358,7 @@ fn hello_returns_simulator_identity() {
     let hello = session.hello().expect("HELLO");
     assert_eq!(
         hello,
-        Hello {
-            protocol_version: 1,
-            vendor: "Example Payments".to_owned(),
-            model: "SIM-1".to_owned(),
-            serial_number: "SN-0001".to_owned(),
-            firmware_version: "1.0.0".to_owned(),
-        }
+        Hello::version_1("Example Payments", "SIM-1", "SN-0001", "1.0.0")
     );
 }
 
@@ -508,7 +502,7 @@ fn simulator_rejects_unknown_message_type() {
     assert_eq!(error.code, ErrorCode::UnsupportedMessageType);
     assert_eq!(
         error.text,
-        "message type 0x42 is not defined by protocol version 1"
+        "message type 0x42 is not defined by protocol versions 1 and 2"
     );
 }
 
@@ -532,7 +526,7 @@ fn garbage_before_responses_is_skipped() {
     let terminal = simulated_terminal(|config| {
         config.faults = SimulatorFaults {
             garbage_before_responses: vec![0x00, START_BYTE, 0x0F, 0xFF, 0x55, START_BYTE],
-            corrupt_responses: 0,
+            ..SimulatorFaults::default()
         };
     });
     let mut link = open_station(terminal.handle.device_path());
@@ -549,7 +543,7 @@ fn garbage_before_responses_is_skipped() {
 /// The first response is corrupted on the line. The station sends the request again with the
 /// same sequence number, and the terminal resends its response without storing the key twice.
 #[test]
-fn corrupted_response_is_retried_once() {
+fn corrupted_load_result_is_sent_again() {
     let terminal = simulated_terminal(|config| config.faults.corrupt_responses = 1);
     let mut link = open_station(terminal.handle.device_path());
     let mut session = StationSession::new(&mut link, quick_session());
@@ -558,10 +552,10 @@ fn corrupted_response_is_retried_once() {
     let started = Instant::now();
     let result = session
         .load_key(&block, 0, &initial_key_id())
-        .expect("LOAD_KEY after a retry");
+        .expect("LOAD_KEY after a NAK");
     assert!(
-        started.elapsed() >= Duration::from_millis(500),
-        "no retry happened"
+        started.elapsed() < Duration::from_millis(500),
+        "the NAK did not bring the response before the timeout"
     );
     assert_eq!(
         result.status,
@@ -592,13 +586,7 @@ fn raw_device(
 
 #[test]
 fn stale_sequence_number_is_discarded() {
-    let hello = Hello {
-        protocol_version: 1,
-        vendor: "V".to_owned(),
-        model: "M".to_owned(),
-        serial_number: "RIGHT".to_owned(),
-        firmware_version: "1".to_owned(),
-    };
+    let hello = Hello::version_1("V", "M", "RIGHT", "1");
     let (path, device, slave) = raw_device(move |request| {
         let stale = Hello {
             serial_number: "STALE".to_owned(),
@@ -652,7 +640,7 @@ fn unknown_response_type_is_device_fault() {
         error.to_string(),
         format!(
             "terminal on {path} sent a malformed response to HELLO_REQUEST: message type 0x42 is \
-             not defined by protocol version 1"
+             not defined by protocol versions 1 and 2"
         )
     );
     drop(session);
@@ -664,13 +652,8 @@ fn unknown_response_type_is_device_fault() {
 #[test]
 fn other_protocol_version_is_rejected() {
     let (path, device, slave) = raw_device(|request| {
-        let hello = Hello {
-            protocol_version: 2,
-            vendor: "V".to_owned(),
-            model: "M".to_owned(),
-            serial_number: "S".to_owned(),
-            firmware_version: "F".to_owned(),
-        };
+        let mut hello = Hello::version_1("V", "M", "S", "F");
+        hello.protocol_version = 3;
         vec![
             Message::Hello(hello)
                 .to_frame(request.sequence())
@@ -685,7 +668,7 @@ fn other_protocol_version_is_rejected() {
     assert!(
         matches!(
             error,
-            SessionError::UnsupportedProtocolVersion { version: 2, .. }
+            SessionError::UnsupportedProtocolVersion { version: 3, .. }
         ),
         "{error:?}"
     );
@@ -890,4 +873,607 @@ fn simulator_serves_over_tcp() {
         .expect("server thread")
         .expect("simulator ends cleanly");
     assert!(!stop.load(std::sync::atomic::Ordering::Relaxed));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Protocol version 2: certificates, the authenticated key exchange, NAK and line faults.
+
+use station::link::Received;
+use station::protocol::{DeviceCredentials, StationCredentials};
+use station::provision::StationPki;
+use station::terminal::EccSettings;
+
+/// An in-process link to a real [`Simulator`] that lets a test alter or replace the frames in
+/// either direction, as an attacker on the line would.
+struct TamperingLink {
+    simulator: Simulator,
+    pending: Vec<Frame>,
+    /// Called on each request before the simulator sees it.
+    on_request: Box<dyn FnMut(&mut Frame) + Send>,
+    /// Called on each response before the station sees it.
+    on_response: Box<dyn FnMut(&mut Frame) + Send>,
+}
+
+impl TamperingLink {
+    fn new(simulator: Simulator) -> Self {
+        Self {
+            simulator,
+            pending: Vec::new(),
+            on_request: Box::new(|_| {}),
+            on_response: Box::new(|_| {}),
+        }
+    }
+}
+
+impl Link for TamperingLink {
+    fn peer(&self) -> &str {
+        "in-process simulator"
+    }
+
+    fn send(&mut self, frame: &Frame) -> Result<(), LinkError> {
+        let mut request = frame.clone();
+        (self.on_request)(&mut request);
+        let mut response = self.simulator.handle_frame(&request);
+        (self.on_response)(&mut response);
+        self.pending.push(response);
+        Ok(())
+    }
+
+    fn receive(&mut self, _deadline: Instant) -> Result<Frame, LinkError> {
+        if self.pending.is_empty() {
+            return Err(LinkError::Timeout {
+                peer: "in-process simulator".to_owned(),
+                waited: Duration::ZERO,
+            });
+        }
+        Ok(self.pending.remove(0))
+    }
+
+    fn receive_or_damaged(&mut self, deadline: Instant) -> Result<Received, LinkError> {
+        self.receive(deadline).map(Received::Frame)
+    }
+}
+
+/// Replaces byte `offset` of a frame's payload with its complement, keeping the frame valid.
+fn flip_payload_byte(frame: &mut Frame, offset: usize) {
+    let mut payload = frame.payload().to_vec();
+    payload[offset] ^= 0xFF;
+    *frame = Frame::new(frame.sequence(), frame.message_type(), payload).expect("same length");
+}
+
+fn ecc_config(state_path: std::path::PathBuf) -> SimulatorConfig {
+    let mut config = SimulatorConfig::with_ecc(identity(), state_path);
+    config.ecc = Some(EccSettings::default());
+    config
+}
+
+/// A station PKI shared by the tests of one terminal.
+fn station_pki() -> StationPki {
+    StationPki::create_in_memory("station-test").expect("factory CA")
+}
+
+/// Runs HELLO, CSR and CERTIFICATE, returning the terminal's credentials.
+fn certify<L>(session: &mut StationSession<L>, pki: &StationPki) -> DeviceCredentials
+where
+    L: std::ops::DerefMut,
+    L::Target: Link,
+{
+    let hello = session.hello().expect("HELLO");
+    assert_eq!(hello.protocol_version, 2);
+    assert!(hello.capabilities.key_exchange);
+    assert!(hello.capabilities.csr);
+    assert!(hello.certificate_chain.is_empty());
+    let csr = session.request_csr().expect("CSR");
+    let (chain, device) = pki.certify(&hello, &csr).expect("the CA certifies the CSR");
+    session.install_certificate(&chain).expect("CERTIFICATE");
+    device
+}
+
+fn credentials(pki: &StationPki) -> &StationCredentials {
+    &pki.credentials
+}
+
+/// Loads the device key under the session KBPK and checks the authenticated LOAD_RESULT.
+fn load_under_session<L>(session: &mut StationSession<L>) -> Result<Kcv, SessionError>
+where
+    L: std::ops::DerefMut,
+    L::Target: Link,
+{
+    let kbpk = session.session_kbpk().expect("session KBPK").duplicate();
+    let mut header: KeyBlockHeader = "D0000B1AX00N0000".parse().expect("valid header");
+    header
+        .add_optional_block("IK", INITIAL_KEY_ID)
+        .expect("valid IK");
+    let block = tr31::wrap(&kbpk, &header, &device_key()).expect("wraps");
+    let result = session.load_key(&block, 1, &initial_key_id())?;
+    assert!(
+        result.mac.is_some(),
+        "an authenticated LOAD_RESULT carries a MAC"
+    );
+    Ok(result.kcv)
+}
+
+#[test]
+fn key_exchange_loads_under_session_kbpk() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let state_path = directory.path().join("terminal.json");
+    let handle = spawn_pty_simulator(ecc_config(state_path.clone())).expect("simulator starts");
+    let pki = station_pki();
+    let mut link = open_station(handle.device_path());
+    let mut session = StationSession::new(&mut link, quick_session());
+
+    let device = certify(&mut session, &pki);
+    let authenticated = session
+        .key_exchange(credentials(&pki), &device)
+        .expect("key exchange");
+    assert_eq!(authenticated.transcript_hash.len(), 96);
+    let kcv = load_under_session(&mut session).expect("authenticated load");
+    assert_eq!(kcv.to_hex(), "05EF45");
+
+    let state = DeviceState::load(&state_path).expect("state file");
+    assert_eq!(state.certificate_chain.len(), 1);
+    assert!(state.certificate_key.is_some());
+    assert!(state.trusted_root.is_some());
+    let stored = state.key_in_slot(1).expect("slot 1 holds the key");
+    assert!(stored.key.ct_eq(&device_key()));
+    drop(session);
+    drop(link);
+    handle.stop().expect("simulator stops");
+}
+
+#[test]
+fn terminal_presents_stored_certificate_next_time() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let state_path = directory.path().join("terminal.json");
+    let pki = station_pki();
+    {
+        let mut link = TamperingLink::new(Simulator::new(ecc_config(state_path.clone())).unwrap());
+        let mut session = StationSession::new(&mut link, quick_session());
+        certify(&mut session, &pki);
+    }
+    let mut link = TamperingLink::new(Simulator::new(ecc_config(state_path)).unwrap());
+    let mut session = StationSession::new(&mut link, quick_session());
+    let hello = session.hello().expect("HELLO");
+    assert_eq!(hello.certificate_chain.len(), 1);
+    let device = pki.validate_device(&hello).expect("the chain validates");
+    session
+        .key_exchange(credentials(&pki), &device)
+        .expect("key exchange with the stored certificate");
+    load_under_session(&mut session).expect("authenticated load");
+}
+
+/// Builds a certified in-process terminal and a session with tampering hooks.
+fn tampered_exchange(
+    on_request: impl FnMut(&mut Frame) + Send + 'static,
+    on_response: impl FnMut(&mut Frame) + Send + 'static,
+    configure: impl FnOnce(&mut SimulatorConfig),
+) -> (Result<(), SessionError>, Option<Simulator>) {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let mut config = ecc_config(directory.path().join("terminal.json"));
+    configure(&mut config);
+    let pki = station_pki();
+    let mut link = TamperingLink::new(Simulator::new(config).unwrap());
+    let device = {
+        let mut session = StationSession::new(&mut link, quick_session());
+        certify(&mut session, &pki)
+    };
+    link.on_request = Box::new(on_request);
+    link.on_response = Box::new(on_response);
+    let mut session = StationSession::new(&mut link, quick_session());
+    session.hello().expect("HELLO");
+    let result = session.key_exchange(credentials(&pki), &device).map(|_| ());
+    drop(session);
+    (result, Some(link.simulator))
+}
+
+fn is_key_exchange_response(frame: &Frame) -> bool {
+    frame.message_type() == MessageType::KeyExchangeResponse.code()
+}
+
+#[test]
+fn altered_terminal_nonce_fails() {
+    let (result, _) = tampered_exchange(
+        |_| {},
+        |frame| {
+            if is_key_exchange_response(frame) {
+                flip_payload_byte(frame, 0);
+            }
+        },
+        |_| {},
+    );
+    assert!(
+        matches!(result, Err(SessionError::TerminalSignatureInvalid { .. })),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn altered_station_nonce_fails() {
+    // The terminal signs the nonce it received; the station's transcript has its own.
+    let (result, _) = tampered_exchange(
+        |frame| {
+            if frame.message_type() == MessageType::KeyExchange.code() {
+                flip_payload_byte(frame, 5);
+            }
+        },
+        |_| {},
+        |_| {},
+    );
+    assert!(
+        matches!(result, Err(SessionError::TerminalSignatureInvalid { .. })),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn altered_ephemeral_key_fails() {
+    let (result, _) = tampered_exchange(
+        |_| {},
+        |frame| {
+            if is_key_exchange_response(frame) {
+                // The last byte of the terminal's point: off the curve, or a different point.
+                flip_payload_byte(frame, 32 + 96);
+            }
+        },
+        |_| {},
+    );
+    let error = result.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            SessionError::Handshake { .. } | SessionError::TerminalSignatureInvalid { .. }
+        ),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("ephemeral public key")
+            || error.to_string().contains("altered or replayed"),
+        "{error}"
+    );
+}
+
+#[test]
+fn signature_by_another_key_fails() {
+    let (result, _) = tampered_exchange(
+        |_| {},
+        |_| {},
+        |config| {
+            config.faults.wrong_signature = true;
+        },
+    );
+    let error = result.unwrap_err();
+    assert!(
+        matches!(error, SessionError::TerminalSignatureInvalid { .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("no key was sent"), "{error}");
+}
+
+#[test]
+fn replayed_key_exchange_fails() {
+    // Record the KEY_EXCHANGE response of one session, then play it back in the next.
+    let recorded = std::sync::Arc::new(std::sync::Mutex::new(None::<Frame>));
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let pki = station_pki();
+    let mut link = TamperingLink::new(
+        Simulator::new(ecc_config(directory.path().join("terminal.json"))).unwrap(),
+    );
+    let device = {
+        let mut session = StationSession::new(&mut link, quick_session());
+        certify(&mut session, &pki)
+    };
+    let recorder = std::sync::Arc::clone(&recorded);
+    link.on_response = Box::new(move |frame| {
+        if is_key_exchange_response(frame) {
+            *recorder.lock().unwrap() = Some(frame.clone());
+        }
+    });
+    {
+        let mut session = StationSession::new(&mut link, quick_session());
+        session.hello().expect("HELLO");
+        session
+            .key_exchange(credentials(&pki), &device)
+            .expect("first session");
+    }
+
+    let replay = recorded.lock().unwrap().clone().expect("recorded");
+    link.on_response = Box::new(move |frame| {
+        if is_key_exchange_response(frame) {
+            *frame = Frame::new(
+                frame.sequence(),
+                replay.message_type(),
+                replay.payload().to_vec(),
+            )
+            .unwrap();
+        }
+    });
+    let mut session = StationSession::new(&mut link, quick_session());
+    session.hello().expect("HELLO");
+    let error = session
+        .key_exchange(credentials(&pki), &device)
+        .unwrap_err();
+    assert!(
+        matches!(error, SessionError::TerminalSignatureInvalid { .. }),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn altered_station_signature_is_rejected_by_terminal() {
+    let (result, _) = tampered_exchange(
+        |frame| {
+            if frame.message_type() == MessageType::KeyConfirm.code() {
+                let last = frame.payload().len() - 20;
+                flip_payload_byte(frame, last);
+            }
+        },
+        |_| {},
+        |_| {},
+    );
+    let (code, _) = expect_device_error(result);
+    assert_eq!(code, ErrorCode::SignatureInvalid);
+}
+
+#[test]
+fn altered_station_confirmation_is_rejected_by_terminal() {
+    let (result, _) = tampered_exchange(
+        |frame| {
+            if frame.message_type() == MessageType::KeyConfirm.code() {
+                let last = frame.payload().len() - 1;
+                flip_payload_byte(frame, last);
+            }
+        },
+        |_| {},
+        |_| {},
+    );
+    let (code, _) = expect_device_error(result);
+    assert_eq!(code, ErrorCode::KeyConfirmationFailed);
+}
+
+#[test]
+fn altered_load_result_mac_is_rejected() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let pki = station_pki();
+    let mut link = TamperingLink::new(
+        Simulator::new(ecc_config(directory.path().join("terminal.json"))).unwrap(),
+    );
+    let device = {
+        let mut session = StationSession::new(&mut link, quick_session());
+        certify(&mut session, &pki)
+    };
+    link.on_response = Box::new(|frame| {
+        if frame.message_type() == MessageType::LoadResult.code() {
+            let last = frame.payload().len() - 1;
+            flip_payload_byte(frame, last);
+        }
+    });
+    let mut session = StationSession::new(&mut link, quick_session());
+    session.hello().expect("HELLO");
+    session
+        .key_exchange(credentials(&pki), &device)
+        .expect("key exchange");
+    let error = load_under_session(&mut session).unwrap_err();
+    assert!(
+        matches!(error, SessionError::LoadResultMacInvalid { .. }),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn station_from_another_factory_is_rejected() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let pki = station_pki();
+    let other_factory = station_pki();
+    let mut link = TamperingLink::new(
+        Simulator::new(ecc_config(directory.path().join("terminal.json"))).unwrap(),
+    );
+    let mut session = StationSession::new(&mut link, quick_session());
+    let device = certify(&mut session, &pki);
+    let error = session
+        .key_exchange(credentials(&other_factory), &device)
+        .unwrap_err();
+    let (code, text) = expect_device_error(Err::<(), _>(error));
+    assert_eq!(code, ErrorCode::CertificateInvalid);
+    assert!(text.contains("certificate chain is invalid"), "{text}");
+}
+
+#[test]
+fn load_before_key_exchange_is_rejected() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let mut link = TamperingLink::new(
+        Simulator::new(ecc_config(directory.path().join("terminal.json"))).unwrap(),
+    );
+    let mut session = StationSession::new(&mut link, quick_session());
+    session.hello().expect("HELLO");
+    let block = key_block(TRANSPORT_KEY, "B1", Some(INITIAL_KEY_ID));
+    let (code, _) = expect_device_error(session.load_key(&block, 1, &initial_key_id()));
+    assert_eq!(code, ErrorCode::NoSession);
+}
+
+#[test]
+fn full_key_storage_is_reported() {
+    let terminal = simulated_terminal(|config| config.faults.storage_full = true);
+    let mut link = open_station(terminal.handle.device_path());
+    let mut session = StationSession::new(&mut link, quick_session());
+    let block = key_block(TRANSPORT_KEY, "B1", Some(INITIAL_KEY_ID));
+    let error = session.load_key(&block, 1, &initial_key_id()).unwrap_err();
+    assert!(error.to_string().contains("storage is full"), "{error}");
+    let (code, _) = expect_device_error(Err::<(), _>(error));
+    assert_eq!(code, ErrorCode::StorageFull);
+}
+
+#[test]
+fn crc_error_is_answered_with_nak() {
+    let terminal = simulated_terminal(|config| config.faults.corrupt_responses = 1);
+    let mut link = open_station(terminal.handle.device_path());
+    let mut session = StationSession::new(
+        &mut link,
+        SessionConfig {
+            response_timeout: Duration::from_secs(2),
+            attempts: 3,
+        },
+    );
+    let started = Instant::now();
+    session.hello().expect("HELLO after NAK");
+    // The NAK brings the response again at once, long before a 2 s timeout would.
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn noise_inside_frame_is_answered_with_nak() {
+    let terminal = simulated_terminal(|config| config.faults.noise_inside_responses = 1);
+    let mut link = open_station(terminal.handle.device_path());
+    let mut session = StationSession::new(
+        &mut link,
+        SessionConfig {
+            response_timeout: Duration::from_secs(2),
+            attempts: 3,
+        },
+    );
+    let started = Instant::now();
+    session.hello().expect("HELLO after NAK");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn damaged_request_gets_nak_from_terminal() {
+    let terminal = simulated_terminal(|_| {});
+    let mut link = open_station(terminal.handle.device_path());
+    let mut bytes = Frame::new(0x33, MessageType::HelloRequest.code(), vec![2])
+        .unwrap()
+        .encode();
+    bytes[5] ^= 0x40;
+    link.write_raw(&bytes).expect("write");
+    let reply = link.receive(in_a_second()).expect("a NAK");
+    assert_eq!(reply.message_type(), MessageType::Nak.code());
+    assert_eq!(reply.sequence(), 0x33);
+    assert_eq!(reply.payload(), [0x01]);
+}
+
+#[test]
+fn line_that_damages_every_frame_fails() {
+    let terminal = simulated_terminal(|config| config.faults.corrupt_responses = 100);
+    let mut link = open_station(terminal.handle.device_path());
+    let mut session = StationSession::new(&mut link, quick_session());
+    let error = session.hello().unwrap_err();
+    assert!(
+        matches!(error, SessionError::DamagedFrames { attempts: 3, .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("check the cable"), "{error}");
+}
+
+#[test]
+fn lost_request_is_retried() {
+    let terminal = simulated_terminal(|config| config.faults.ignore_requests = 1);
+    let mut link = open_station(terminal.handle.device_path());
+    let mut session = StationSession::new(&mut link, quick_session());
+    let started = Instant::now();
+    session.hello().expect("HELLO on the second attempt");
+    assert!(started.elapsed() >= Duration::from_millis(500));
+}
+
+#[test]
+fn split_responses_are_reassembled() {
+    let terminal = simulated_terminal(|config| config.faults.split_responses = true);
+    let mut link = open_station(terminal.handle.device_path());
+    let mut session = StationSession::new(&mut link, quick_session());
+    let hello = session.hello().expect("HELLO in pieces");
+    assert_eq!(hello.serial_number, "SN-0001");
+}
+
+#[test]
+fn disconnect_mid_frame_is_reported() {
+    let terminal = simulated_terminal(|config| config.faults.disconnect_mid_load_result = true);
+    let mut link = open_station(terminal.handle.device_path());
+    let mut session = StationSession::new(&mut link, quick_session());
+    let block = key_block(TRANSPORT_KEY, "B1", Some(INITIAL_KEY_ID));
+    let error = session.load_key(&block, 1, &initial_key_id()).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            SessionError::Link(
+                LinkError::DisconnectedMidFrame { .. } | LinkError::Disconnected { .. }
+            )
+        ),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("disconnected"), "{error}");
+}
+
+#[test]
+fn unplug_and_replug_on_same_port() {
+    // A stable name for the port, as /dev/serial/by-id gives a USB serial terminal.
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let port = directory.path().join("terminal-port");
+    let first = simulated_terminal(|_| {});
+    std::os::unix::fs::symlink(first.handle.device_path(), &port).expect("symlink");
+    let port_name = port.to_str().expect("UTF-8 path").to_owned();
+
+    let mut link = open_station(&port_name);
+    StationSession::new(&mut link, quick_session())
+        .hello()
+        .expect("first terminal answers");
+    first.handle.stop().expect("unplug");
+    let error = StationSession::new(&mut link, quick_session())
+        .hello()
+        .unwrap_err();
+    assert!(
+        matches!(error, SessionError::Link(LinkError::Disconnected { .. })),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("disconnected"), "{error}");
+    drop(link);
+
+    let second = simulated_terminal(|_| {});
+    std::fs::remove_file(&port).expect("unplugged");
+    std::os::unix::fs::symlink(second.handle.device_path(), &port).expect("replugged");
+    let mut link = open_station(&port_name);
+    let hello = StationSession::new(&mut link, quick_session())
+        .hello()
+        .expect("the next terminal on the port answers");
+    assert_eq!(hello.serial_number, "SN-0001");
+}
+
+/// The one-step KDF agrees with OpenSSL's SSKDF (`openssl kdf ... SSKDF`), an independent
+/// implementation of NIST SP 800-56C revision 2 section 4.1.
+#[test]
+fn kdf_matches_openssl_sskdf() {
+    use station::protocol::handshake::{KeyPurpose, fixed_info, one_step_kdf_sha384};
+    let shared_secret: Vec<u8> = (0..48).collect();
+    let info = fixed_info(KeyPurpose::Kbpk, &[0xA1; 32], &[0xB2; 32], &[0xC3; 48]);
+    let output = std::process::Command::new("openssl")
+        .args([
+            "kdf",
+            "-keylen",
+            "32",
+            "-kdfopt",
+            "digest:SHA384",
+            "-kdfopt",
+            &format!("hexkey:{}", hex::encode(&shared_secret)),
+            "-kdfopt",
+            &format!("hexinfo:{}", hex::encode(&info)),
+            "SSKDF",
+        ])
+        .output()
+        .expect("openssl runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let expected = String::from_utf8(output.stdout)
+        .expect("text")
+        .trim()
+        .replace(':', "");
+    let derived = one_step_kdf_sha384(&shared_secret, &info);
+    assert_eq!(hex::encode_upper(derived.as_slice()), expected);
 }
