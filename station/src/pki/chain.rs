@@ -293,7 +293,7 @@ fn check_issuer_is_ca(
         && intermediates_below > usize::from(path_len)
     {
         return Err(not_a_ca(format!(
-            "its pathLenConstraint {path_len} allows fewer than the {intermediates_below} CA certificates below it"
+            "its pathLenConstraint allows {path_len} CA certificates below it, but the chain has {intermediates_below}"
         )));
     }
     if let Some(key_usage) = issuer.key_usage()?

@@ -12,7 +12,7 @@ use p384::ecdsa::{DerSignature, SigningKey, VerifyingKey};
 use p384::elliptic_curve::Generate;
 use sha2::{Digest, Sha256};
 use spki::{EncodePublicKey, SubjectPublicKeyInfoRef};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::PkiError;
 use super::oids;
@@ -52,7 +52,9 @@ impl P384PrivateKey {
     /// key is used.
     pub fn expose_scalar(&self) -> Zeroizing<[u8; P384_SCALAR_LEN]> {
         let mut scalar = Zeroizing::new([0u8; P384_SCALAR_LEN]);
-        scalar.copy_from_slice(&self.signing_key.to_bytes());
+        let mut field_bytes = self.signing_key.to_bytes();
+        scalar.copy_from_slice(&field_bytes);
+        field_bytes.zeroize();
         scalar
     }
 

@@ -62,16 +62,18 @@ pub struct ValidityPeriod {
 }
 
 impl ValidityPeriod {
-    /// Valid from now for `duration`.
+    /// Makes a period that starts now and lasts `duration`. A duration that overflows the clock
+    /// ends in the year 10000, which issuance rejects like any end after 9999-12-31T23:59:59Z.
     pub fn from_now(duration: std::time::Duration) -> Self {
         let now = SystemTime::now();
+        let year_10000 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(253_402_300_800);
         Self {
             not_before: now,
-            not_after: NotAfter::At(now + duration),
+            not_after: NotAfter::At(now.checked_add(duration).unwrap_or(year_10000)),
         }
     }
 
-    /// Valid from now until `not_after`.
+    /// Makes a period that starts now and ends at `not_after`.
     pub fn until(not_after: NotAfter) -> Self {
         Self {
             not_before: SystemTime::now(),

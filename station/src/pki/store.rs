@@ -248,7 +248,8 @@ fn wrapping_key(master: &SecretKey, label: &str) -> Result<SecretKey, PkiError> 
         input.push(0x00);
         input.extend_from_slice(label.as_bytes());
         input.extend_from_slice(&256u32.to_be_bytes());
-        derived.extend_from_slice(&cmac(master, &input));
+        let block = Zeroizing::new(cmac(master, &input));
+        derived.extend_from_slice(&block);
     }
     SecretKey::new(KeyAlgorithm::Aes256, derived)
         .map_err(|error| PkiError::Build(error.to_string()))

@@ -973,6 +973,69 @@ fn intermediate_without_ca_true_rejected() {
 }
 
 #[test]
+fn path_length_constraint_enforced() {
+    let pki = MakerPki::new();
+    openssl(
+        pki.path(),
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-384",
+            "-nodes",
+            "-keyout",
+            "root.key",
+            "-sha384",
+            "-days",
+            "3650",
+            "-subj",
+            "/O=Maker/CN=Maker Root CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE,pathlen:0",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-out",
+            "root.pem",
+        ],
+    );
+    pki.issue(
+        "intermediate",
+        "/O=Maker/CN=Maker Line CA",
+        "root",
+        "ca.ext",
+        ("P-384", "sha384"),
+        "1825",
+    );
+    pki.issue(
+        "device",
+        "/serialNumber=SN-77/OU=PP-9000",
+        "intermediate",
+        "device.ext",
+        ("P-384", "sha384"),
+        "730",
+    );
+    let chain = [pki.der("device"), pki.der("intermediate")];
+    let error = validate_chain(&chain, &pki.roots(), SystemTime::now()).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "certificate \"CN=Maker Root CA,O=Maker\" issued another certificate but is not a CA: its pathLenConstraint allows 0 CA certificates below it, but the chain has 1"
+    );
+}
+
+#[test]
+fn overlong_chain_rejected() {
+    let pki = MakerPki::standard();
+    let chain = vec![pki.der("device"); 6];
+    let error = validate_chain(&chain, &pki.roots(), SystemTime::now()).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "the certificate chain has 6 certificates; this station follows at most 5"
+    );
+}
+
+#[test]
 fn chain_from_unknown_root_rejected() {
     let pki = MakerPki::standard();
     let other = MakerPki::new();
@@ -1309,6 +1372,13 @@ fn ca_subject_and_validity_errors_name_the_value() {
     assert_eq!(
         error.to_string(),
         "invalid certificate validity: notAfter 2029-01-01T00:00:00Z is not after notBefore 2030-01-01T00:00:00Z"
+    );
+
+    let endless = ValidityPeriod::from_now(Duration::MAX);
+    let error = FactoryCa::create("CN=Test", endless).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "invalid certificate validity: notAfter must lie between 1970 and 9999-12-31T23:59:59Z"
     );
 }
 
