@@ -4,6 +4,7 @@ mod ceremony;
 mod context;
 mod demo;
 mod provision;
+mod tools;
 
 use std::path::PathBuf;
 
@@ -56,6 +57,9 @@ pub enum Command {
     /// List the keys in the vault.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Payment-key calculators: KCV, DUKPT, TR-31, components and shares.
+    #[command(subcommand)]
+    Tools(tools::ToolsCommand),
     /// Run a simulated terminal on a new pseudo-terminal and print its device path.
     TerminalSim(station::terminal::TerminalSimArgs),
 }
@@ -90,23 +94,31 @@ pub fn init_logging(verbose: u8) {
 
 /// Runs the parsed command. Errors are already worded for the operator.
 pub fn run(cli: Cli) -> Result<(), String> {
-    if let Command::TerminalSim(args) = cli.command {
-        return station::terminal::run_terminal_sim_command(args)
-            .map_err(|error| error.to_string());
-    }
+    let context = Context::new(&cli);
+    // The simulator and the calculators block and need no database, so they run without the
+    // async runtime.
+    let command = match cli.command {
+        Command::TerminalSim(args) => {
+            return station::terminal::run_terminal_sim_command(args)
+                .map_err(|error| error.to_string());
+        }
+        Command::Tools(command) => return tools::run(command).map_err(|error| error.to_string()),
+        command => command,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|error| format!("cannot start the async runtime: {error}"))?;
     runtime.block_on(async move {
-        let context = Context::new(&cli);
-        match cli.command {
+        match command {
             Command::Demo(args) => demo::run(&context, args).await,
             Command::Ceremony(command) => ceremony::run(&context, command).await,
             Command::Provision(args) => provision::run(&context, args).await,
             Command::Audit(AuditCommand::Verify) => context.audit_verify().await,
             Command::Keys(KeysCommand::List) => context.list_keys().await,
-            Command::TerminalSim(_) => unreachable!("handled before the runtime starts"),
+            Command::TerminalSim(_) | Command::Tools(_) => {
+                unreachable!("handled before the runtime starts")
+            }
         }
     })
 }
