@@ -84,6 +84,16 @@ fn test_ca() -> FactoryCa {
     .expect("create CA")
 }
 
+/// Checks `certificate` with `openssl verify` against `ca` and returns `openssl x509 -text`.
+fn openssl_accepts(ca: &FactoryCa, certificate: &ParsedCertificate) -> String {
+    let dir = TempDir::new().expect("temp dir");
+    write(dir.path(), "ca.pem", ca.certificate().to_pem());
+    write(dir.path(), "cert.pem", certificate.to_pem());
+    let verified = openssl(dir.path(), &["verify", "-CAfile", "ca.pem", "cert.pem"]);
+    assert_eq!(verified.trim(), "cert.pem: OK");
+    openssl(dir.path(), &["x509", "-in", "cert.pem", "-noout", "-text"])
+}
+
 fn identity(serial_number: &str, model: &str) -> DeviceIdentity {
     DeviceIdentity {
         serial_number: serial_number.to_owned(),
@@ -494,6 +504,8 @@ fn not_after_encoding_follows_rfc5280() {
             &["x509", "-in", "cert.pem", "-noout", "-enddate"],
         );
         assert_eq!(end_date.trim(), format!("notAfter={printed}"));
+        let text = openssl_accepts(&ca, &certificate);
+        assert!(text.contains(&format!("Not After : {printed}")), "{text}");
         // Offset 4 is the tbsCertificate, whose validity SEQUENCE contains notBefore and notAfter.
         let parsed = openssl(
             dir.path(),
@@ -534,6 +546,8 @@ fn issued_serials_positive_and_short() {
         assert!(serial.octets().len() <= 20, "{serial}");
         assert!(serial.octets()[0] != 0, "no leading zero octet: {serial}");
         assert!(seen.insert(serial.to_string()), "repeated serial {serial}");
+        let text = openssl_accepts(&ca, &certificate);
+        assert!(text.contains("Serial Number:"), "{text}");
     }
     let last = ca
         .issue_station_certificate(
@@ -1266,6 +1280,11 @@ async fn factory_ca_actions_are_audited_and_recorded() {
     .await
     .expect("issue");
     tx.commit().await.expect("commit");
+    let text = openssl_accepts(&ca, &certificate);
+    assert!(
+        text.contains("Subject: OU = PP-9000, serialNumber = SN-9"),
+        "{text}"
+    );
 
     let actions: Vec<(String, String)> =
         sqlx::query_as("SELECT action, details_json FROM audit_event ORDER BY seq")
