@@ -29,7 +29,7 @@ use cipher::KeyInit;
 use super::PkiError;
 use super::ca::FactoryCa;
 use super::certificate::ParsedCertificate;
-use super::csr::CheckedCsr;
+use super::csr::{CheckedCsr, DeviceIdentity};
 use super::key::{P384_SCALAR_LEN, P384PrivateKey, P384PublicKey};
 use super::profile::ValidityPeriod;
 use crate::audit::{self, AuditEvent, Outcome};
@@ -174,6 +174,50 @@ pub async fn issue_device_certificate(
     let certificate = ca.issue_device_certificate(csr, validity)?;
     record_certificate(conn, ca_label, &certificate, Some(csr), actor).await?;
     Ok(certificate)
+}
+
+/// The kind of object a device presented and the station rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    /// A certificate signing request ([`crate::pki::check_csr`] failed).
+    Csr,
+    /// A certificate chain ([`crate::pki::validate_chain`] or the identity check failed).
+    Chain,
+}
+
+/// Records in the audit trail that a device's CSR or certificate chain was rejected, with the
+/// identity the device reported and the reason, as `pki.csr.rejected` or `pki.chain.rejected`
+/// with outcome failure. `conn` must be in a transaction.
+pub async fn record_rejection(
+    conn: &mut PgConnection,
+    rejected: Rejected,
+    reported: &DeviceIdentity,
+    error: &PkiError,
+    actor: &AuditActor<'_>,
+) -> Result<(), PkiError> {
+    let action = match rejected {
+        Rejected::Csr => "pki.csr.rejected",
+        Rejected::Chain => "pki.chain.rejected",
+    };
+    let event = AuditEvent {
+        actor: actor.actor.to_owned(),
+        action: action.to_owned(),
+        subject: format!("device:{}", reported.serial_number),
+        outcome: Outcome::Failure,
+        details: serde_json::json!({
+            "device_serial": reported.serial_number,
+            "device_model": reported.model,
+            "reason": error.to_string(),
+        }),
+    };
+    audit::append(conn, actor.station_id, &event).await?;
+    tracing::warn!(
+        serial_number = %reported.serial_number,
+        model = %reported.model,
+        %error,
+        "{action}"
+    );
+    Ok(())
 }
 
 async fn record_certificate(

@@ -1317,6 +1317,40 @@ async fn factory_ca_actions_are_audited_and_recorded() {
 }
 
 #[tokio::test]
+async fn rejected_csr_is_audited() {
+    let db = TestDatabase::new().await;
+    let dir = TempDir::new().expect("temp dir");
+    let csr = openssl_csr(
+        dir.path(),
+        "device",
+        "P-256",
+        "/serialNumber=SN-1/OU=PP-9000",
+    );
+    let device = identity("SN-1", "PP-9000");
+    let error = check_csr(&csr, &device).unwrap_err();
+
+    let mut tx = db::begin(db.pool()).await.expect("begin");
+    store::record_rejection(&mut tx, store::Rejected::Csr, &device, &error, &ACTOR)
+        .await
+        .expect("record");
+    tx.commit().await.expect("commit");
+
+    let (action, outcome, subject, details): (String, String, String, String) =
+        sqlx::query_as("SELECT action, outcome, subject, details_json FROM audit_event")
+            .fetch_one(db.pool())
+            .await
+            .expect("audit event");
+    assert_eq!(action, "pki.csr.rejected");
+    assert_eq!(outcome, "failure");
+    assert_eq!(subject, "device:SN-1");
+    assert!(details.contains("EC P-256"), "{details}");
+    assert!(
+        details.contains("\"device_model\":\"PP-9000\""),
+        "{details}"
+    );
+}
+
+#[tokio::test]
 async fn factory_ca_store_rejects_bad_states() {
     let db = TestDatabase::new().await;
     let (mut vault, _master) = unsealed_vault(&db).await;
