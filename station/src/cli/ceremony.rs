@@ -1,13 +1,20 @@
-//! `station ceremony`: check a script, or run it from component files.
+//! `station ceremony`: check a script, run it at the terminal or from component files, resume
+//! or abort an interrupted one, list ceremonies, and print a ceremony's record.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use station::ceremony::{self, CeremonyScript, FileInputs, Participant, Role};
+use station::ceremony::{
+    self, CeremonyError, CeremonyReport, CeremonyScript, FileInputs, Participant, Role,
+};
+use station::users;
 use station::vault::Vault;
+use uuid::Uuid;
 
 use super::Context;
+use super::ceremony_inputs::TerminalInputs;
+use super::prompt::Terminal;
 
 #[derive(Debug, Subcommand)]
 pub enum CeremonyCommand {
@@ -16,21 +23,45 @@ pub enum CeremonyCommand {
         /// The ceremony script (TOML).
         script: PathBuf,
     },
-    /// Run a ceremony non-interactively from the custodians' component files.
+    /// Run a ceremony: at the terminal, with each participant logging in, or non-interactively
+    /// from component files when --component is given.
     Run(RunArgs),
+    /// Resume a ceremony that a restart interrupted; its participants log in again.
+    Resume {
+        /// The ceremony's ID, as printed when it started or by `station ceremony list`.
+        id: Uuid,
+    },
+    /// Abort a ceremony that no station process is running, such as one a restart
+    /// interrupted. A participant of the ceremony logs in to abort it.
+    Abort {
+        /// The ceremony's ID.
+        id: Uuid,
+        /// The participant who aborts it.
+        #[arg(long = "by", value_name = "NAME")]
+        by: String,
+    },
+    /// List ceremonies, newest first.
+    List,
+    /// Print a ceremony's record as a plain-text document with signature lines.
+    Record {
+        /// The ceremony's ID.
+        id: Uuid,
+    },
 }
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// The ceremony script (TOML).
     pub script: PathBuf,
-    /// A participant and their role, as NAME=ROLE (custodian or witness); repeat for each person.
-    #[arg(long = "participant", value_name = "NAME=ROLE", required = true)]
+    /// A participant and their role, as NAME=ROLE (custodian or witness); repeat for each
+    /// person. Only for runs from component files: at the terminal, participants log in.
+    #[arg(long = "participant", value_name = "NAME=ROLE")]
     pub participants: Vec<String>,
-    /// A custodian's component file; repeat for each component.
+    /// A custodian's component file; repeat for each component. Makes the run non-interactive.
     #[arg(long = "component", value_name = "FILE")]
     pub components: Vec<PathBuf>,
-    /// The participant who attests an attest step, as STEP=NAME (steps count from 1).
+    /// The participant who attests an attest step, as STEP=NAME (steps count from 1). Only for
+    /// runs from component files.
     #[arg(long = "attest", value_name = "STEP=NAME")]
     pub attestations: Vec<String>,
 }
@@ -42,11 +73,18 @@ pub async fn run(context: &Context, command: CeremonyCommand) -> Result<(), Stri
             print!("{}", script.procedure());
             Ok(())
         }
-        CeremonyCommand::Run(args) => run_script(context, args).await,
+        CeremonyCommand::Run(args) if args.components.is_empty() => {
+            run_interactive(context, args).await
+        }
+        CeremonyCommand::Run(args) => run_from_files(context, args).await,
+        CeremonyCommand::Resume { id } => resume_interactive(context, id).await,
+        CeremonyCommand::Abort { id, by } => abort(context, id, &by).await,
+        CeremonyCommand::List => list(context).await,
+        CeremonyCommand::Record { id } => print_record(context, id).await,
     }
 }
 
-async fn run_script(context: &Context, args: RunArgs) -> Result<(), String> {
+async fn run_from_files(context: &Context, args: RunArgs) -> Result<(), String> {
     let script = CeremonyScript::load(&args.script).map_err(|error| error.to_string())?;
     let participants = parse_participants(&args.participants)?;
     let attestations = parse_attestations(&args.attestations)?;
@@ -66,7 +104,199 @@ async fn run_script(context: &Context, args: RunArgs) -> Result<(), String> {
     .await;
     vault.seal();
     database.close().await;
-    let report = result.map_err(|error| error.to_string())?;
+    print_report(result.map_err(|error| error.to_string())?)?;
+    for (label, key_block) in &inputs.exported {
+        println!("key block of {label}: {key_block}");
+    }
+    Ok(())
+}
+
+async fn run_interactive(context: &Context, args: RunArgs) -> Result<(), String> {
+    if !args.participants.is_empty() || !args.attestations.is_empty() {
+        return Err(
+            "--participant and --attest are only for runs from component files; at the terminal, participants log in"
+                .to_owned(),
+        );
+    }
+    let script = CeremonyScript::load(&args.script).map_err(|error| error.to_string())?;
+    print!("{}", script.procedure());
+    let terminal = Terminal::open();
+    let database = context.open_database().await?;
+    let pool = database.pool.clone();
+    let result = async {
+        let (participants, hashes) = log_in_all(&pool, &terminal, &script).await?;
+        let mut inputs = TerminalInputs::new(&terminal, participants.clone(), hashes);
+        let mut vault = Vault::new(pool.clone());
+        let outcome = ceremony::run(
+            &pool,
+            &mut vault,
+            &context.station_id,
+            &script,
+            &participants,
+            &mut inputs,
+        )
+        .await;
+        vault.seal();
+        outcome.map_err(|error| error.to_string())
+    }
+    .await;
+    database.close().await;
+    print_report(result?)
+}
+
+async fn resume_interactive(context: &Context, id: Uuid) -> Result<(), String> {
+    let terminal = Terminal::open();
+    let database = context.open_database().await?;
+    let pool = database.pool.clone();
+    let result = async {
+        let stored = ceremony::list(&pool)
+            .await
+            .map_err(|error| error.to_string())?
+            .into_iter()
+            .find(|stored| stored.id == id)
+            .ok_or_else(|| CeremonyError::NotFound(id).to_string())?;
+        println!(
+            "Resuming ceremony {id} ({}); steps on record: {:?}",
+            stored.script_name, stored.completed_steps
+        );
+        let mut hashes = BTreeMap::new();
+        for participant in &stored.participants {
+            let hash = log_in(&pool, &terminal, participant).await?;
+            hashes.insert(participant.name.clone(), hash);
+        }
+        let mut inputs = TerminalInputs::new(&terminal, stored.participants.clone(), hashes);
+        let mut vault = Vault::new(pool.clone());
+        let outcome = ceremony::resume(
+            &pool,
+            &mut vault,
+            &context.station_id,
+            id,
+            &stored.participants,
+            &mut inputs,
+        )
+        .await;
+        vault.seal();
+        outcome.map_err(|error| error.to_string())
+    }
+    .await;
+    database.close().await;
+    print_report(result?)
+}
+
+async fn abort(context: &Context, id: Uuid, by: &str) -> Result<(), String> {
+    let terminal = Terminal::open();
+    let database = context.open_database().await?;
+    let pool = database.pool.clone();
+    let result = async {
+        let password = terminal
+            .secret(
+                &format!("Password for {by}: "),
+                ceremony::DEFAULT_IDLE_TIMEOUT,
+            )
+            .map_err(|error| error.to_string())?;
+        users::authenticate(&pool, by, password)
+            .await
+            .map_err(|error| error.to_string())?;
+        ceremony::abort(&pool, &context.station_id, id, by)
+            .await
+            .map_err(|error| error.to_string())
+    }
+    .await;
+    database.close().await;
+    result?;
+    println!("ceremony {id} aborted by {by}");
+    Ok(())
+}
+
+async fn list(context: &Context) -> Result<(), String> {
+    let database = context.open_database().await?;
+    let result = ceremony::list(&database.pool).await;
+    database.close().await;
+    let ceremonies = result.map_err(|error| error.to_string())?;
+    println!(
+        "{:<36}  {:<24} {:<10} {:<20} STEPS DONE",
+        "ID", "SCRIPT", "STATE", "STARTED (UTC)"
+    );
+    for stored in ceremonies {
+        println!(
+            "{:<36}  {:<24} {:<10} {:<20} {:?}",
+            stored.id,
+            stored.script_name,
+            stored.state,
+            stored.started_at.format("%Y-%m-%d %H:%M:%S"),
+            stored.completed_steps
+        );
+    }
+    Ok(())
+}
+
+async fn print_record(context: &Context, id: Uuid) -> Result<(), String> {
+    let database = context.open_database().await?;
+    let result = ceremony::record(&database.pool, id).await;
+    database.close().await;
+    let record = result.map_err(|error| error.to_string())?;
+    print!("{}", record.to_text());
+    Ok(())
+}
+
+/// Logs in the participants the script needs, role by role. Returns them with their password
+/// hashes, which the prompts use to authenticate each person again whenever they act.
+async fn log_in_all(
+    pool: &sqlx::PgPool,
+    terminal: &Terminal,
+    script: &CeremonyScript,
+) -> Result<(Vec<Participant>, BTreeMap<String, String>), String> {
+    let mut participants: Vec<Participant> = Vec::new();
+    let mut hashes = BTreeMap::new();
+    for (role, count) in &script.roles {
+        for position in 1..=*count {
+            let name = terminal
+                .line(
+                    &format!("{role} {position} of {count}, user name: "),
+                    script.idle_timeout,
+                )
+                .map_err(|error| error.to_string())?;
+            if participants.iter().any(|p| p.name == name) {
+                return Err(format!(
+                    "{name:?} has already logged in to this ceremony; one person cannot fill two roles or two places"
+                ));
+            }
+            let user = users::find_user(pool, &name)
+                .await
+                .map_err(|error| error.to_string())?;
+            let participant =
+                Participant::for_user(&user, *role).map_err(|error| error.to_string())?;
+            let hash = log_in(pool, terminal, &participant).await?;
+            hashes.insert(name.clone(), hash);
+            participants.push(participant);
+        }
+    }
+    Ok((participants, hashes))
+}
+
+/// Authenticates one participant at the terminal and returns their password hash.
+async fn log_in(
+    pool: &sqlx::PgPool,
+    terminal: &Terminal,
+    participant: &Participant,
+) -> Result<String, String> {
+    let password = terminal
+        .secret(
+            &format!("Password for {} ({}): ", participant.name, participant.role),
+            ceremony::DEFAULT_IDLE_TIMEOUT,
+        )
+        .map_err(|error| error.to_string())?;
+    let user = users::authenticate(pool, &participant.name, password)
+        .await
+        .map_err(|error| error.to_string())?;
+    Participant::for_user(&user, participant.role).map_err(|error| error.to_string())?;
+    let (_, hash) = users::find_with_hash(pool, &participant.name)
+        .await
+        .map_err(|error| error.to_string())?;
+    Ok(hash)
+}
+
+fn print_report(report: CeremonyReport) -> Result<(), String> {
     println!("ceremony {} completed", report.id);
     for key in report.keys {
         println!(

@@ -1,10 +1,13 @@
 //! Command-line interface: argument parsing and one module per command group.
 
 mod ceremony;
+mod ceremony_inputs;
 mod context;
 mod demo;
+mod prompt;
 mod provision;
 mod tools;
+mod user;
 
 use std::path::PathBuf;
 
@@ -57,6 +60,9 @@ pub enum Command {
     /// List the keys in the vault.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Add and list user accounts.
+    #[command(subcommand)]
+    User(user::UserCommand),
     /// Payment-key calculators: KCV, DUKPT, TR-31, components and shares.
     #[command(subcommand)]
     Tools(tools::ToolsCommand),
@@ -116,6 +122,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
             Command::Provision(args) => provision::run(&context, args).await,
             Command::Audit(AuditCommand::Verify) => context.audit_verify().await,
             Command::Keys(KeysCommand::List) => context.list_keys().await,
+            Command::User(command) => user::run(&context, command).await,
             Command::TerminalSim(_) | Command::Tools(_) => {
                 unreachable!("handled before the runtime starts")
             }

@@ -2,6 +2,8 @@
 
 mod audit;
 mod ceremony;
+mod ceremony_flow;
+mod ceremony_inputs;
 mod crypto;
 mod db;
 mod demo;
