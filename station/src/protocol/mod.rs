@@ -479,6 +479,140 @@ mod tests {
         }
     }
 
+    #[test]
+    fn hello_version_2_round_trips() {
+        let mut hello = hello();
+        hello.protocol_version = 2;
+        hello.capabilities = Capabilities {
+            key_exchange: true,
+            csr: false,
+        };
+        hello.certificate_chain = vec![vec![0x30, 0x03, 0x02, 0x01, 0x05]];
+        let payload = hello.encode().expect("encodes");
+        assert_eq!(
+            payload[payload.len() - 9..],
+            [0x01, 0x01, 0x00, 0x05, 0x30, 0x03, 0x02, 0x01, 0x05]
+        );
+        let Message::Hello(decoded) = round_trip(&Message::Hello(hello.clone())) else {
+            panic!("not a HELLO");
+        };
+        assert_eq!(decoded, hello);
+    }
+
+    #[test]
+    fn undefined_capability_bit_is_rejected() {
+        let mut hello = hello();
+        hello.protocol_version = 2;
+        let mut payload = hello.encode().expect("encodes");
+        let capabilities = payload.len() - 2;
+        payload[capabilities] = 0x04;
+        let error = Hello::decode(&payload).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "HELLO message field capabilities has undefined value 0x04"
+        );
+    }
+
+    #[test]
+    fn key_exchange_messages_round_trip() {
+        let request = KeyExchangeRequest {
+            station_nonce: [0xA5; 32],
+            station_ephemeral_key: [0x04; 97],
+            station_certificate_chain: vec![vec![1, 2, 3], vec![4]],
+        };
+        let payload = request.encode().expect("encodes");
+        assert_eq!(payload.len(), 32 + 97 + 1 + 2 + 3 + 2 + 1);
+        let Message::KeyExchange(decoded) = round_trip(&Message::KeyExchange(request.clone()))
+        else {
+            panic!("not a KEY_EXCHANGE");
+        };
+        assert_eq!(decoded, request);
+
+        let response = KeyExchangeResponse {
+            terminal_nonce: [0x5A; 32],
+            terminal_ephemeral_key: [0x04; 97],
+            terminal_signature: vec![0x30; 70],
+            terminal_confirmation: [0x11; 16],
+        };
+        let Message::KeyExchangeResponse(decoded) =
+            round_trip(&Message::KeyExchangeResponse(response.clone()))
+        else {
+            panic!("not a KEY_EXCHANGE response");
+        };
+        assert_eq!(decoded, response);
+
+        let confirm = KeyConfirm {
+            station_signature: vec![0x30; 71],
+            station_confirmation: [0x22; 16],
+        };
+        let Message::KeyConfirm(decoded) = round_trip(&Message::KeyConfirm(confirm.clone())) else {
+            panic!("not a KEY_CONFIRM");
+        };
+        assert_eq!(decoded, confirm);
+    }
+
+    #[test]
+    fn truncated_ephemeral_key_names_field() {
+        let error = KeyExchangeRequest::decode(&[0u8; 40]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "KEY_EXCHANGE message is truncated: field station_ephemeral_key needs 97 bytes but only 8 remain"
+        );
+    }
+
+    #[test]
+    fn nak_round_trips() {
+        let message = Message::Nak(Nak {
+            reason: NakReason::MissingEnd,
+        });
+        assert_eq!(message.encode_payload().expect("encodes"), [0x02]);
+        let Message::Nak(decoded) = round_trip(&message) else {
+            panic!("not a NAK");
+        };
+        assert_eq!(decoded.reason, NakReason::MissingEnd);
+        assert!(Nak::decode(&[0x07]).is_err());
+    }
+
+    #[test]
+    fn load_result_mac_round_trips() {
+        let result = LoadResult {
+            status: LoadStatus::Stored,
+            kcv: Kcv::from_hex(KcvMethod::Cmac, "05EF45").expect("valid KCV"),
+            mac: Some([0xEE; 16]),
+        };
+        let payload = result.encode().expect("encodes");
+        assert_eq!(payload[..6], [0x00, 0x02, 0x03, 0x05, 0xEF, 0x45]);
+        assert_eq!(payload[6], 16);
+        assert_eq!(
+            result.authenticated_fields().expect("encodes"),
+            payload[..6]
+        );
+        let decoded = LoadResult::decode(&payload).expect("decodes");
+        assert_eq!(decoded.mac, Some([0xEE; 16]));
+    }
+
+    #[test]
+    fn short_load_result_mac_is_rejected() {
+        let error = LoadResult::decode(&[0x00, 0x02, 0x03, 1, 2, 3, 0x02, 0xAA, 0xBB]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "LOAD_RESULT message field mac is invalid: the MAC is 2 bytes; it must be 16"
+        );
+    }
+
+    #[test]
+    fn empty_certificate_chain_is_rejected() {
+        let error = CertificateInstall::decode(&[0x00]).unwrap_err();
+        assert!(error.to_string().contains("the chain is empty"), "{error}");
+        let error = CertificateInstall::decode(&[0x01, 0x00, 0x00]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("certificate 1 of the chain is empty"),
+            "{error}"
+        );
+    }
+
     /// Frames of the worked exchange in `docs/protocol.md`, byte for byte.
     #[test]
     fn worked_example_frames_match_documentation() {

@@ -274,6 +274,13 @@ where
         }
     }
 
+    /// Sets the sequence number of the next request, which is otherwise random. The worked
+    /// example of the protocol documentation uses it to make its frames reproducible.
+    pub fn with_first_sequence(mut self, sequence: u8) -> Self {
+        self.next_sequence = sequence;
+        self
+    }
+
     /// Device path or network address of the terminal.
     pub fn peer(&self) -> &str {
         self.link.peer()

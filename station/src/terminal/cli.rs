@@ -9,7 +9,7 @@ use std::time::Duration;
 use tracing::info;
 use zeroize::Zeroizing;
 
-use super::config::{SimulatorConfig, TerminalIdentity};
+use super::config::{SimulatorConfig, SimulatorFaults, TerminalIdentity};
 use super::error::SimulatorError;
 use super::pty::spawn_pty_simulator;
 use crate::crypto::{KeyAlgorithm, SecretKey};
@@ -29,9 +29,14 @@ pub struct TerminalSimArgs {
     /// Firmware version the terminal reports in HELLO.
     #[arg(long, default_value = "1.0.0")]
     pub firmware: String,
-    /// File containing the terminal's AES transport key (KBPK) as 32, 48 or 64 hex digits.
+    /// File containing the terminal's pre-shared AES transport key (KBPK) as 32, 48 or 64 hex
+    /// digits. Required unless `--ecc` is given.
+    #[arg(long, required_unless_present = "ecc")]
+    pub transport_key_file: Option<PathBuf>,
+    /// Speak protocol version 2: generate a P-384 key pair on board, request a certificate with
+    /// a CSR, and load keys under the session KBPK of the ECDH key exchange.
     #[arg(long)]
-    pub transport_key_file: PathBuf,
+    pub ecc: bool,
     /// JSON file that plays the terminal's secure storage; created if missing. It contains clear
     /// keys, so use it only on test machines.
     #[arg(long)]
@@ -43,6 +48,33 @@ pub struct TerminalSimArgs {
     /// Keep running when stdin is closed; stop only on Ctrl-C or SIGTERM.
     #[arg(long)]
     pub ignore_stdin: bool,
+    /// Fault: bytes (in hex) sent as line noise before every response.
+    #[arg(long, value_name = "HEX")]
+    pub noise_before_responses: Option<String>,
+    /// Fault: number of first response transmissions sent with a corrupted CRC.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub corrupt_responses: u32,
+    /// Fault: number of response transmissions after those with a noise byte inside the frame.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub noise_inside_responses: u32,
+    /// Fault: number of first requests ignored, as if lost on the line.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub ignore_requests: u32,
+    /// Fault: send responses one byte per write, 2 ms apart.
+    #[arg(long)]
+    pub split_responses: bool,
+    /// Fault: hang up the line halfway through the response to LOAD_KEY.
+    #[arg(long)]
+    pub disconnect_mid_load_result: bool,
+    /// Fault: present a certificate from an impostor CA in HELLO.
+    #[arg(long)]
+    pub bad_certificate: bool,
+    /// Fault: sign the key exchange with a key other than the certificate's.
+    #[arg(long)]
+    pub wrong_signature: bool,
+    /// Fault: respond to every LOAD_KEY with ERROR STORAGE_FULL.
+    #[arg(long)]
+    pub storage_full: bool,
 }
 
 /// Reason the command stopped.
@@ -57,15 +89,41 @@ enum StopReason {
 ///
 /// This function blocks. Call it outside an async runtime, or from `spawn_blocking`.
 pub fn run_terminal_sim_command(args: TerminalSimArgs) -> Result<(), SimulatorError> {
-    let transport_key = read_transport_key(&args.transport_key_file)?;
+    let transport_key = args
+        .transport_key_file
+        .as_deref()
+        .map(read_transport_key)
+        .transpose()?;
     let identity = TerminalIdentity {
         vendor: args.vendor,
         model: args.model,
         serial_number: args.serial,
         firmware_version: args.firmware,
     };
-    let mut config = SimulatorConfig::new(identity, transport_key, args.state);
+    let mut config = SimulatorConfig::with_ecc(identity, args.state);
+    if !args.ecc {
+        config.ecc = None;
+    }
+    config.transport_key = transport_key;
     config.pace_baud = args.baud;
+    config.faults = SimulatorFaults {
+        garbage_before_responses: match &args.noise_before_responses {
+            Some(text) => hex::decode(text).map_err(|error| {
+                SimulatorError::Config(format!(
+                    "--noise-before-responses {text:?} is not hex: {error}"
+                ))
+            })?,
+            None => Vec::new(),
+        },
+        corrupt_responses: args.corrupt_responses,
+        noise_inside_responses: args.noise_inside_responses,
+        ignore_requests: args.ignore_requests,
+        split_responses: args.split_responses,
+        disconnect_mid_load_result: args.disconnect_mid_load_result,
+        bad_certificate: args.bad_certificate,
+        wrong_signature: args.wrong_signature,
+        storage_full: args.storage_full,
+    };
     let handle = spawn_pty_simulator(config)?;
 
     let mut stdout = std::io::stdout().lock();

@@ -107,3 +107,49 @@ fn ceremony_check_prints_the_procedure() {
         "{stdout}"
     );
 }
+
+/// `station terminal-sim --ecc` runs a version 2 terminal whose injected CRC error the station
+/// recovers from with NAK.
+#[test]
+fn terminal_sim_runs_version_2_terminal() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+
+    use station::link::SerialLink;
+    use station::protocol::{SessionConfig, StationSession};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_station"))
+        .args([
+            "terminal-sim",
+            "--ecc",
+            "--serial",
+            "SN-CLI",
+            "--model",
+            "OTW-PP200",
+        ])
+        .args(["--corrupt-responses", "1", "--state"])
+        .arg(dir.path().join("terminal.json"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the station binary runs");
+    let mut path = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut path)
+        .unwrap();
+
+    let mut link = SerialLink::open(path.trim(), 115_200).unwrap();
+    let hello = StationSession::new(&mut link, SessionConfig::default())
+        .hello()
+        .expect("HELLO after one NAK");
+    drop(link);
+    drop(child.stdin.take());
+    let status = child.wait().unwrap();
+
+    assert_eq!(hello.protocol_version, 2);
+    assert!(hello.capabilities.key_exchange);
+    assert_eq!(hello.serial_number, "SN-CLI");
+    assert!(status.success(), "{status}");
+}

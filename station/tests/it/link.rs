@@ -1390,6 +1390,8 @@ fn split_responses_are_reassembled() {
     assert_eq!(hello.serial_number, "SN-0001");
 }
 
+/// Linux discards a pseudo-terminal's unread input when the far side hangs up, so the station
+/// may never see the half frame and then reports a plain disconnect.
 #[test]
 fn disconnect_mid_frame_is_reported() {
     let terminal = simulated_terminal(|config| config.faults.disconnect_mid_load_result = true);
@@ -1476,4 +1478,315 @@ fn kdf_matches_openssl_sskdf() {
         .replace(':', "");
     let derived = one_step_kdf_sha384(&shared_secret, &info);
     assert_eq!(hex::encode_upper(derived.as_slice()), expected);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The protocol version 2 worked example of docs/protocol.md.
+
+/// Reads `key = value` lines of a data file, skipping comments and blank lines.
+fn read_example_inputs() -> std::collections::BTreeMap<String, String> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/protocol_v2_example.txt");
+    std::fs::read_to_string(&path)
+        .expect("example inputs")
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let (name, value) = line.split_once(" = ").expect("name = value");
+            (name.to_owned(), value.trim().to_owned())
+        })
+        .collect()
+}
+
+/// The frames and intermediate values of one run of the worked example.
+struct ExampleRun {
+    /// Frames in the order they crossed the line, named as in the documentation.
+    frames: Vec<(String, Vec<u8>)>,
+    /// Named intermediate values (shared secret, transcript hash, derived keys, FixedInfo).
+    values: Vec<(String, Vec<u8>)>,
+    /// The session KBPK, to wrap a new key block when the inputs change.
+    kbpk: SecretKey,
+}
+
+/// Runs the worked example with the fixed inputs; loads `key_block` if given.
+fn run_worked_example(
+    inputs: &std::collections::BTreeMap<String, String>,
+    key_block: Option<&str>,
+) -> ExampleRun {
+    use station::pki::{P384PrivateKey, ParsedCertificate, TrustedRoots};
+    use station::protocol::handshake::{
+        EphemeralKeyPair, KeyPurpose, fixed_info, one_step_kdf_sha384,
+    };
+
+    let bytes = |name: &str| hex::decode(&inputs[name]).expect(name);
+    let array = |name: &str| -> [u8; 32] { bytes(name).try_into().expect(name) };
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let state_path = directory.path().join("terminal.json");
+
+    let mut state = DeviceState::default();
+    state.serial_number = Some("SN-0001".to_owned());
+    state.certificate_key =
+        Some(P384PrivateKey::from_scalar(&bytes("terminal_private_key")).expect("scalar"));
+    state.certificate_chain = vec![bytes("terminal_certificate")];
+    state.trusted_root = Some(bytes("factory_ca_certificate"));
+    state.save(&state_path).expect("state file");
+    let terminal_scalar: [u8; 48] = bytes("terminal_ephemeral_private_key")
+        .try_into()
+        .expect("48 bytes");
+    let mut config = SimulatorConfig::with_ecc(identity(), state_path);
+    config.ecc = Some(EccSettings {
+        on_board_key_generation: true,
+        fixed_handshake: Some((terminal_scalar, array("terminal_nonce"))),
+    });
+
+    let recorded = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
+    let mut link = TamperingLink::new(Simulator::new(config).expect("simulator"));
+    let requests = std::sync::Arc::clone(&recorded);
+    link.on_request = Box::new(move |frame| requests.lock().unwrap().push(frame.encode()));
+    let responses = std::sync::Arc::clone(&recorded);
+    link.on_response = Box::new(move |frame| responses.lock().unwrap().push(frame.encode()));
+
+    let station = StationCredentials {
+        key: P384PrivateKey::from_scalar(&bytes("station_private_key")).expect("scalar"),
+        certificate_chain: vec![
+            bytes("station_certificate"),
+            bytes("factory_ca_certificate"),
+        ],
+    };
+    let mut roots = TrustedRoots::new();
+    roots
+        .add(ParsedCertificate::from_der(&bytes("factory_ca_certificate"), 1).expect("root"))
+        .expect("root");
+    let station_ephemeral =
+        EphemeralKeyPair::from_scalar(&bytes("station_ephemeral_private_key")).expect("scalar");
+    let first_sequence = u8::from_str_radix(&inputs["first_sequence"], 16).expect("hex byte");
+
+    let mut session =
+        StationSession::new(&mut link, quick_session()).with_first_sequence(first_sequence);
+    let hello = session.hello().expect("HELLO");
+    let validated = station::pki::validate_chain(
+        &hello.certificate_chain,
+        &roots,
+        std::time::SystemTime::now(),
+    )
+    .expect("the terminal's chain validates");
+    let device = DeviceCredentials {
+        certificate_der: validated.device_certificate.der().to_vec(),
+        certificate_fingerprint: validated.device_certificate.fingerprint(),
+        public_key: validated.device_key,
+    };
+    let authenticated = session
+        .key_exchange_with(
+            &station,
+            &device,
+            &station_ephemeral,
+            array("station_nonce"),
+        )
+        .expect("key exchange");
+    let kbpk = session.session_kbpk().expect("KBPK").duplicate();
+    if let Some(block) = key_block {
+        let result = session
+            .load_key(block, 0, &initial_key_id())
+            .expect("LOAD_KEY");
+        assert_eq!(result.kcv.to_hex(), "05EF45");
+    }
+    drop(session);
+
+    let names = [
+        "HELLO_REQUEST",
+        "HELLO",
+        "KEY_EXCHANGE",
+        "KEY_EXCHANGE response",
+        "KEY_CONFIRM",
+        "KEY_CONFIRMED",
+        "LOAD_KEY",
+        "LOAD_RESULT",
+    ];
+    let frames = names
+        .iter()
+        .map(|name| (*name).to_owned())
+        .zip(recorded.lock().unwrap().iter().cloned())
+        .collect();
+
+    let terminal_ephemeral = EphemeralKeyPair::from_scalar(&terminal_scalar).expect("scalar");
+    let shared_secret = station_ephemeral
+        .shared_secret(&terminal_ephemeral.public_key(), "terminal")
+        .expect("valid point");
+    let transcript_hash: [u8; 48] = hex::decode(&authenticated.transcript_hash)
+        .expect("hex")
+        .try_into()
+        .expect("48 bytes");
+    let mut values = vec![
+        ("Z".to_owned(), shared_secret.to_vec()),
+        ("transcript hash".to_owned(), transcript_hash.to_vec()),
+    ];
+    for (name, purpose) in [
+        ("KBPK", KeyPurpose::Kbpk),
+        ("KCK", KeyPurpose::KeyConfirmation),
+        ("RMK", KeyPurpose::LoadResultMac),
+    ] {
+        let info = fixed_info(
+            purpose,
+            &array("station_nonce"),
+            &array("terminal_nonce"),
+            &transcript_hash,
+        );
+        values.push((format!("FixedInfo of {name}"), info.clone()));
+        values.push((
+            name.to_owned(),
+            one_step_kdf_sha384(&shared_secret, &info).to_vec(),
+        ));
+    }
+    ExampleRun {
+        frames,
+        values,
+        kbpk,
+    }
+}
+
+/// Extracts the hex under each `<!-- example: NAME -->` marker of `docs/protocol.md`.
+fn documented_example() -> std::collections::BTreeMap<String, String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/protocol.md");
+    let text = std::fs::read_to_string(path).expect("docs/protocol.md");
+    let mut found = std::collections::BTreeMap::new();
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find("<!-- example: ") {
+        let after = &rest[start + "<!-- example: ".len()..];
+        let (name, after) = after.split_once(" -->").expect("closed marker");
+        let fence = after.find("```").expect("a code block follows the marker");
+        let body = &after[fence + 3..];
+        let body = &body[body.find('\n').expect("fence line") + 1..];
+        let end = body.find("```").expect("closed code block");
+        let hex: String = body[..end].split_whitespace().collect();
+        found.insert(name.to_owned(), hex);
+        rest = &body[end..];
+    }
+    found
+}
+
+#[test]
+fn worked_example_matches_documentation() {
+    let inputs = read_example_inputs();
+    let run = run_worked_example(&inputs, Some(&inputs["load_key_block"]));
+    let documented = documented_example();
+
+    assert_eq!(run.frames.len(), 8, "frames recorded");
+    for (name, bytes) in run.frames.iter().chain(run.values.iter()) {
+        let actual = hex::encode_upper(bytes);
+        assert_eq!(
+            documented.get(name).map(String::as_str),
+            Some(actual.as_str()),
+            "docs/protocol.md example {name:?} differs from a run; the run gives\n{}",
+            spaced_hex(bytes)
+        );
+    }
+    assert!(
+        run.kbpk.ct_eq(
+            &SecretKey::from_slice(
+                KeyAlgorithm::Aes256,
+                &hex::decode(&documented["KBPK"]).unwrap()
+            )
+            .unwrap()
+        )
+    );
+}
+
+/// Formats bytes as the documentation shows them: two hex digits per byte, 32 bytes per line.
+fn spaced_hex(bytes: &[u8]) -> String {
+    bytes
+        .chunks(32)
+        .map(|line| {
+            line.iter()
+                .map(|byte| format!("{byte:02X}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The ECDH shared secret agrees with OpenSSL's (`openssl pkeyutl -derive`), an independent
+/// implementation, for the worked example's ephemeral keys.
+#[test]
+fn ecdh_matches_openssl_derive() {
+    use p384::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+    use station::protocol::handshake::EphemeralKeyPair;
+
+    let inputs = read_example_inputs();
+    let station_scalar = hex::decode(&inputs["station_ephemeral_private_key"]).unwrap();
+    let terminal_scalar = hex::decode(&inputs["terminal_ephemeral_private_key"]).unwrap();
+    let directory = tempfile::tempdir().unwrap();
+    let private_path = directory.path().join("station.pem");
+    let public_path = directory.path().join("terminal.pem");
+    let station_secret = p384::SecretKey::from_slice(&station_scalar).unwrap();
+    std::fs::write(
+        &private_path,
+        station_secret
+            .to_pkcs8_pem(LineEnding::LF)
+            .unwrap()
+            .as_bytes(),
+    )
+    .unwrap();
+    let terminal_public = p384::SecretKey::from_slice(&terminal_scalar)
+        .unwrap()
+        .public_key();
+    std::fs::write(
+        &public_path,
+        terminal_public.to_public_key_pem(LineEnding::LF).unwrap(),
+    )
+    .unwrap();
+
+    let output = std::process::Command::new("openssl")
+        .args(["pkeyutl", "-derive", "-inkey"])
+        .arg(&private_path)
+        .arg("-peerkey")
+        .arg(&public_path)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let station = EphemeralKeyPair::from_scalar(&station_scalar).unwrap();
+    let terminal = EphemeralKeyPair::from_scalar(&terminal_scalar).unwrap();
+    let shared = station
+        .shared_secret(&terminal.public_key(), "terminal")
+        .unwrap();
+    assert_eq!(shared.as_slice(), output.stdout.as_slice());
+}
+
+#[test]
+fn hang_up_inside_frame_is_typed() {
+    let Pty {
+        mut device,
+        _slave,
+        path,
+    } = pty();
+    let mut station = open_station(&path);
+    let bytes = frame(9, b"half of this frame arrives");
+    device.write_all(&bytes[..12]).expect("write");
+    device.flush().expect("flush");
+    // The station reads the first half; its deadline passes before the inter-byte timeout.
+    let waiting = station.receive(Instant::now() + Duration::from_millis(100));
+    assert!(
+        matches!(waiting, Err(LinkError::Timeout { .. })),
+        "{waiting:?}"
+    );
+    drop(device);
+
+    let error = station.receive(in_a_second()).unwrap_err();
+
+    assert!(
+        matches!(error, LinkError::DisconnectedMidFrame { buffered: 12, .. }),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "terminal on {path} disconnected in the middle of a frame (12 bytes of it received); \
+             check the cable and power, then reconnect the terminal and start again"
+        )
+    );
 }
