@@ -16,6 +16,7 @@ use station::ceremony::{self, CeremonyScript, ComponentFile, FileInputs, MASTER_
 use station::crypto::kcv::{Kcv, KcvMethod};
 use station::crypto::{KeyAlgorithm, SecretKey, components};
 use station::link::SerialLink;
+use station::pki::TrustedRoots;
 use station::protocol::{ReferenceDriver, TerminalDriver};
 use station::provision::{self, DeviceProfiles, LineConfig, StationPki, TransportMethod};
 use station::terminal::{
@@ -42,6 +43,8 @@ const PROFILES: [(&str, &str); 2] = [
     ),
 ];
 const VENDOR: &str = "Open Terminal Works";
+/// Vault label of the factory CA; the first run creates it, later runs load it.
+const FACTORY_CA_LABEL: &str = "factory-ca";
 const ECC_MODEL: &str = "OTW-PP200";
 const PRE_SHARED_MODEL: &str = "OTW-PP100";
 const CUSTODIANS: [&str; 2] = ["alice", "bob"];
@@ -122,10 +125,18 @@ async fn run_with_database(
             .add(name, text)
             .map_err(|error| error.to_string())?;
     }
-    let pki =
-        StationPki::create_in_memory(&context.station_id).map_err(|error| error.to_string())?;
+    let pki = StationPki::open_or_create(
+        pool,
+        &vault,
+        &context.station_id,
+        FACTORY_CA_LABEL,
+        "station",
+        TrustedRoots::new(),
+    )
+    .await
+    .map_err(|error| error.to_string())?;
     println!(
-        "== Factory CA {} (created for this run), station certificate {}",
+        "== Factory CA {FACTORY_CA_LABEL} {}, station certificate {}",
         &pki.ca.certificate().fingerprint()[..16],
         &pki.station_fingerprint()[..16]
     );

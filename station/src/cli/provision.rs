@@ -7,6 +7,7 @@ use station::ceremony::{self, CeremonyScript, FileInputs};
 use std::sync::Arc;
 
 use station::link::SerialLink;
+use station::pki::TrustedRoots;
 use station::protocol::ReferenceDriver;
 use station::provision::{self, DeviceProfiles, LineConfig, StationPki};
 use station::vault::Vault;
@@ -28,6 +29,9 @@ pub struct ProvisionArgs {
     /// Vault label of the BDK to derive the terminal's initial key from.
     #[arg(long)]
     pub bdk: String,
+    /// Vault label of the factory CA that certifies terminals; created if no CA has it yet.
+    #[arg(long, default_value = "factory-ca")]
+    pub factory_ca: String,
     /// Folder of device profiles, one TOML file per terminal model.
     #[arg(long, default_value = "device-profiles")]
     pub profiles: PathBuf,
@@ -76,8 +80,16 @@ pub async fn run(context: &Context, args: ProvisionArgs) -> Result<(), String> {
         )
         .await
         .map_err(|error| error.to_string())?;
-        let pki =
-            StationPki::create_in_memory(&context.station_id).map_err(|error| error.to_string())?;
+        let pki = StationPki::open_or_create(
+            &pool,
+            &vault,
+            &context.station_id,
+            &args.factory_ca,
+            &args.operator,
+            TrustedRoots::new(),
+        )
+        .await
+        .map_err(|error| error.to_string())?;
         let line = LineConfig {
             station_id: context.station_id.clone(),
             actor: args.operator.clone(),

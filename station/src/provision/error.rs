@@ -52,6 +52,13 @@ pub enum ProvisionError {
         /// The values in the certificate's subject.
         certified: String,
     },
+    /// The factory PKI failed: the stored CA could not be loaded or stored, or issuing or
+    /// recording a certificate failed.
+    #[error("factory PKI: {0}")]
+    Pki(#[from] crate::pki::PkiError),
+    /// The database could not start a transaction.
+    #[error(transparent)]
+    Database(#[from] crate::db::DbError),
     /// Recording an audit event failed, so the step did not go ahead.
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),

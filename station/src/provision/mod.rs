@@ -194,7 +194,7 @@ async fn authenticate(
         let (driver, device) = certify(pool, line, driver, hello, &pki).await?;
         (driver, device)
     } else {
-        match pki.validate_device(hello) {
+        match pki.validate_device(pool, &line.actor, hello).await {
             Ok(device) => {
                 record(
                     pool,
@@ -294,24 +294,19 @@ async fn certify(
         Ok((driver, csr))
     })
     .await?;
-    let (chain, device) = match pki.certify(hello, &csr) {
+    let (chain, device) = match pki.certify(pool, &line.actor, hello, &csr).await {
         Ok(issued) => issued,
-        Err(source) => {
+        Err(error) => {
             record(
                 pool,
                 line,
                 "terminal.certificate_issued",
                 &subject,
                 Outcome::Failure,
-                json!({
-                    "reason": source.to_string(),
-                }),
+                json!({ "reason": error.to_string() }),
             )
             .await?;
-            return Err(ProvisionError::Certificate {
-                serial_number: hello.serial_number.clone(),
-                source,
-            });
+            return Err(error);
         }
     };
     record(

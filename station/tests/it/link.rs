@@ -964,9 +964,28 @@ where
     assert!(hello.capabilities.csr);
     assert!(hello.certificate_chain.is_empty());
     let csr = session.request_csr().expect("CSR");
-    let (chain, device) = pki.certify(&hello, &csr).expect("the CA certifies the CSR");
+    let identity = station::pki::DeviceIdentity {
+        serial_number: hello.serial_number.clone(),
+        model: hello.model.clone(),
+    };
+    let checked = station::pki::check_csr(&csr, &identity).expect("the CSR passes its checks");
+    let certificate = pki
+        .ca
+        .issue_device_certificate(
+            &checked,
+            station::pki::ValidityPeriod::from_now(Duration::from_secs(3600)),
+        )
+        .expect("the CA certifies the CSR");
+    let chain = vec![
+        certificate.der().to_vec(),
+        pki.ca.certificate().der().to_vec(),
+    ];
     session.install_certificate(&chain).expect("CERTIFICATE");
-    device
+    DeviceCredentials {
+        certificate_der: certificate.der().to_vec(),
+        certificate_fingerprint: certificate.fingerprint(),
+        public_key: *checked.public_key(),
+    }
 }
 
 fn credentials(pki: &StationPki) -> &StationCredentials {
@@ -1035,7 +1054,17 @@ fn terminal_presents_stored_certificate_next_time() {
     let mut session = StationSession::new(&mut link, quick_session());
     let hello = session.hello().expect("HELLO");
     assert_eq!(hello.certificate_chain.len(), 1);
-    let device = pki.validate_device(&hello).expect("the chain validates");
+    let validated = station::pki::validate_chain(
+        &hello.certificate_chain,
+        &pki.roots,
+        std::time::SystemTime::now(),
+    )
+    .expect("the chain validates");
+    let device = DeviceCredentials {
+        certificate_der: validated.device_certificate.der().to_vec(),
+        certificate_fingerprint: validated.device_certificate.fingerprint(),
+        public_key: validated.device_key,
+    };
     session
         .key_exchange(credentials(&pki), &device)
         .expect("key exchange with the stored certificate");

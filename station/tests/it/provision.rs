@@ -531,3 +531,57 @@ async fn ecc_profile_rejects_version_1_terminal() {
     );
     simulator.stop().unwrap();
 }
+
+#[tokio::test]
+async fn stored_factory_ca_survives_restart() {
+    let line = Line::new().await;
+    let open = || async {
+        let mut config = Line::config();
+        config.pki = Some(Arc::new(
+            StationPki::open_or_create(
+                line.db.pool(),
+                &line.vault,
+                "station-test",
+                "factory-ca",
+                "operator-1",
+                station::pki::TrustedRoots::new(),
+            )
+            .await
+            .unwrap(),
+        ));
+        config
+    };
+    let (simulator, _) = line.ecc_terminal("SN-ECC5", |_| {});
+    let first = open().await;
+    line.provision_with(&first, &simulator).await.unwrap();
+
+    // A restarted station loads the same CA, so the terminal's certificate still validates.
+    let second = open().await;
+    let report = line.provision_with(&second, &simulator).await.unwrap();
+
+    assert_eq!(
+        first.pki.as_ref().unwrap().ca.certificate().fingerprint(),
+        second.pki.as_ref().unwrap().ca.certificate().fingerprint()
+    );
+    assert!(matches!(
+        report.method,
+        provision::TransportMethod::KeyExchange { .. }
+    ));
+    let roles: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT role, device_serial FROM issued_certificate ORDER BY issued_at, role",
+    )
+    .fetch_all(line.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        roles.iter().filter(|(role, _)| role == "station").count(),
+        2,
+        "{roles:?}"
+    );
+    assert!(
+        roles.contains(&("device".to_owned(), Some("SN-ECC5".to_owned()))),
+        "{roles:?}"
+    );
+    assert_eq!(line.audit_events("pki.ca.created").await.len(), 1);
+    simulator.stop().unwrap();
+}
