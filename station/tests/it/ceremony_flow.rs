@@ -569,9 +569,9 @@ async fn crashed_ceremony_resumes_without_secrets() {
         "{error:?}"
     );
 
-    // After the restart: the vault is sealed and the generated key is gone, so the custodians
-    // unseal again and enter the components they were handed; step 1 and 2 repeat, step 3 and
-    // 4 run.
+    // After the restart, the vault is sealed and the generated key is gone. So the custodians
+    // unseal again and enter the components they were handed: steps 1 and 2 repeat, and steps
+    // 3 and 4 run.
     let mut inputs = ScriptedInputs::new("carol");
     inputs.give(MASTER_KEY_LABEL, master_parts);
     inputs.give("spare", spare_forms.clone());

@@ -2,8 +2,10 @@
 
 mod audit;
 mod ceremony;
+mod ceremony_field_cases;
 mod ceremony_flow;
 mod ceremony_inputs;
+mod ceremony_secrets;
 mod crypto;
 mod db;
 mod demo;
