@@ -178,6 +178,9 @@ pub enum CeremonyError {
     /// Parsing, splitting or combining shares failed.
     #[error(transparent)]
     Shares(#[from] crate::crypto::shamir::ShareError),
+    /// Creating or storing the factory CA failed.
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
     /// A user account could not be read or checked.
     #[error(transparent)]
     User(#[from] crate::users::UserError),

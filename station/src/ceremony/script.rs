@@ -200,6 +200,15 @@ pub enum Step {
     RetireKey { label: String },
     /// Destroys vault key `label`: its key block is erased, its record stays.
     DestroyKey { label: String },
+    /// Creates the factory CA `label`: a new P-384 key and a self-signed certificate for
+    /// `subject` (an RFC 4514 name), valid for `validity-days`, kept in the vault under the
+    /// master key.
+    CreateFactoryCa {
+        label: String,
+        subject: String,
+        #[serde(rename = "validity-days")]
+        validity_days: u32,
+    },
 }
 
 impl Step {
@@ -281,6 +290,13 @@ impl Step {
             Self::DestroyKey { label } => format!(
                 "vault key {label:?} is destroyed: its key block is erased, its record stays"
             ),
+            Self::CreateFactoryCa {
+                label,
+                subject,
+                validity_days,
+            } => format!(
+                "the station creates factory CA {label:?} for {subject:?}, valid for {validity_days} days, and keeps its key in the vault"
+            ),
         }
     }
 
@@ -328,7 +344,10 @@ impl Step {
     pub fn needs_unsealed_vault(&self) -> bool {
         matches!(
             self,
-            Self::StoreKey { .. } | Self::LoadKey { .. } | Self::ExportKey { .. }
+            Self::StoreKey { .. }
+                | Self::LoadKey { .. }
+                | Self::ExportKey { .. }
+                | Self::CreateFactoryCa { .. }
         )
     }
 
@@ -569,6 +588,22 @@ impl StepChecker {
             }
             Step::RetireKey { label } | Step::DestroyKey { label } => {
                 validate_label(label).map_err(|error| error.to_string())?;
+            }
+            Step::CreateFactoryCa {
+                label,
+                subject,
+                validity_days,
+            } => {
+                validate_label(label).map_err(|error| error.to_string())?;
+                if subject.trim().is_empty() {
+                    return Err(
+                        "the factory CA needs a subject, such as \"CN=Factory CA,O=Example\""
+                            .to_owned(),
+                    );
+                }
+                if *validity_days == 0 {
+                    return Err("validity-days is 0; give the CA's lifetime in days".to_owned());
+                }
             }
         }
         Ok(())

@@ -2,7 +2,7 @@
 //! its effect, and marks itself done in that transaction.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sqlx::PgPool;
@@ -18,6 +18,7 @@ use crate::audit::{self, Outcome};
 use crate::crypto::kcv::{Kcv, KcvMethod};
 use crate::crypto::shamir::{self, KeyShare};
 use crate::crypto::{KeyAlgorithm, SecretKey, components};
+use crate::pki::{self, FactoryCa, ValidityPeriod};
 use crate::vault::{KeyUsage, StoreOutcome, UnsealOutcome, Vault, parse_bdk_id};
 
 /// Returns the check value method of part forms: CMAC for AES keys and the legacy method for
@@ -343,6 +344,15 @@ impl<'a> Ceremony<'a> {
                     outcome: "exported".to_owned(),
                 }))
             }
+            Step::CreateFactoryCa {
+                label,
+                subject,
+                validity_days,
+            } => {
+                self.create_factory_ca(vault, number, label, subject, *validity_days)
+                    .await?;
+                Ok(None)
+            }
             Step::RetireKey { label } | Step::DestroyKey { label } => {
                 let destroy = matches!(step, Step::DestroyKey { .. });
                 let mut tx = self.pool.begin().await?;
@@ -377,6 +387,48 @@ impl<'a> Ceremony<'a> {
                 }))
             }
         }
+    }
+
+    async fn create_factory_ca(
+        &mut self,
+        vault: &Vault,
+        number: usize,
+        label: &str,
+        subject: &str,
+        validity_days: u32,
+    ) -> Result<(), CeremonyError> {
+        let lifetime = Duration::from_secs(u64::from(validity_days) * 24 * 60 * 60);
+        let ca = FactoryCa::create(subject, ValidityPeriod::from_now(lifetime))?;
+        let certificate = ca.certificate();
+        let actor = format!("ceremony:{}", self.id);
+        let mut tx = self.pool.begin().await?;
+        pki::store::save_ca(
+            &mut tx,
+            vault,
+            label,
+            &ca,
+            Some(self.id),
+            &pki::store::AuditActor {
+                station_id: self.station_id,
+                actor: &actor,
+            },
+        )
+        .await?;
+        let event = ceremony_event(
+            self.id,
+            "station",
+            "ceremony.factory-ca-created",
+            label,
+            json!({
+                "ca_subject": certificate.subject(),
+                "certificate_fingerprint": certificate.fingerprint(),
+                "not_after": certificate.not_after().to_string(),
+            }),
+        );
+        audit::append(&mut tx, self.station_id, &event).await?;
+        state::complete_step(&mut tx, self.id, number).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn enter_and_unseal(

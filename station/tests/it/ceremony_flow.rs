@@ -252,11 +252,45 @@ async fn shipped_scripts_run_end_to_end() {
             .unwrap();
     assert_eq!(block.as_deref(), Some(""));
 
+    // Create the factory CA: its key is kept in the vault and loads back under the master key.
+    let mut create_ca = ScriptedInputs::new("carol");
+    create_ca.give(
+        MASTER_KEY_LABEL,
+        shares.forms_of(MASTER_KEY_LABEL, &["alice", "bob"]),
+    );
+    let mut vault = Vault::new(db.pool().clone());
+    run_script(
+        &db,
+        &mut vault,
+        &script("create-factory-ca"),
+        &people,
+        &mut create_ca,
+    )
+    .await
+    .unwrap();
+    let mut conn = db.pool().acquire().await.unwrap();
+    let ca = station::pki::store::load_ca(&mut conn, &vault, "factory-ca")
+        .await
+        .unwrap();
+    drop(conn);
+    assert_eq!(
+        ca.certificate().subject(),
+        "CN=Factory CA,O=Key Injection Station"
+    );
+    let recorded: String = sqlx::query_scalar(
+        "SELECT details->>'certificate_fingerprint' FROM audit_event
+         WHERE action = 'ceremony.factory-ca-created'",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(recorded, ca.certificate().fingerprint());
+
     let states: Vec<String> = sqlx::query_scalar("SELECT state FROM ceremonies")
         .fetch_all(db.pool())
         .await
         .unwrap();
-    assert_eq!(states.len(), 8);
+    assert_eq!(states.len(), 9);
     assert!(
         states.iter().all(|state| state == "completed"),
         "{states:?}"
