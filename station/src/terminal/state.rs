@@ -289,6 +289,47 @@ mod tests {
     }
 
     #[test]
+    fn certificate_material_round_trips() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let path = directory.path().join("terminal.json");
+        let key = P384PrivateKey::from_scalar(&[0x42; 48]).expect("valid scalar");
+        let public_key = key.public_key();
+        let state = DeviceState {
+            serial_number: Some("SN-1".to_owned()),
+            certificate_key: Some(key),
+            certificate_chain: vec![vec![0x30, 0x00]],
+            trusted_root: Some(vec![0x30, 0x01, 0x00]),
+            ..DeviceState::default()
+        };
+        state.save(&path).expect("save");
+
+        let loaded = DeviceState::load(&path).expect("load");
+        assert_eq!(loaded.serial_number.as_deref(), Some("SN-1"));
+        assert_eq!(
+            loaded.certificate_key.expect("key").public_key(),
+            public_key
+        );
+        assert_eq!(loaded.certificate_chain, [vec![0x30, 0x00]]);
+        assert_eq!(loaded.trusted_root, Some(vec![0x30, 0x01, 0x00]));
+    }
+
+    #[test]
+    fn invalid_certificate_key_names_field() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let path = directory.path().join("terminal.json");
+        fs::write(
+            &path,
+            r#"{"note": "", "keys": [], "certificate_key_hex": "00"}"#,
+        )
+        .expect("write");
+        let error = DeviceState::load(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("certificate_key_hex is not a P-384 private scalar"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn missing_state_file_is_empty_device() {
         let directory = tempfile::tempdir().expect("temporary directory");
         let state = DeviceState::load(&directory.path().join("absent.json")).expect("load");

@@ -1819,3 +1819,141 @@ fn hang_up_inside_frame_is_typed() {
         )
     );
 }
+
+#[test]
+fn replayed_key_confirm_is_rejected_by_terminal() {
+    // Record the station's KEY_CONFIRM of one session, then play it back in the next.
+    let recorded = std::sync::Arc::new(std::sync::Mutex::new(None::<Vec<u8>>));
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let pki = station_pki();
+    let mut link = TamperingLink::new(
+        Simulator::new(ecc_config(directory.path().join("terminal.json"))).unwrap(),
+    );
+    let device = {
+        let mut session = StationSession::new(&mut link, quick_session());
+        certify(&mut session, &pki)
+    };
+    let recorder = std::sync::Arc::clone(&recorded);
+    link.on_request = Box::new(move |frame| {
+        if frame.message_type() == MessageType::KeyConfirm.code() {
+            *recorder.lock().unwrap() = Some(frame.payload().to_vec());
+        }
+    });
+    {
+        let mut session = StationSession::new(&mut link, quick_session());
+        session.hello().expect("HELLO");
+        session
+            .key_exchange(credentials(&pki), &device)
+            .expect("first session");
+    }
+
+    let replay = recorded.lock().unwrap().clone().expect("recorded");
+    link.on_request = Box::new(move |frame| {
+        if frame.message_type() == MessageType::KeyConfirm.code() {
+            *frame = Frame::new(frame.sequence(), frame.message_type(), replay.clone()).unwrap();
+        }
+    });
+    let mut session = StationSession::new(&mut link, quick_session());
+    session.hello().expect("HELLO");
+    let (code, _) = expect_device_error(session.key_exchange(credentials(&pki), &device));
+    assert_eq!(code, ErrorCode::SignatureInvalid);
+}
+
+#[test]
+fn load_result_without_mac_is_rejected() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let pki = station_pki();
+    let mut link = TamperingLink::new(
+        Simulator::new(ecc_config(directory.path().join("terminal.json"))).unwrap(),
+    );
+    let device = {
+        let mut session = StationSession::new(&mut link, quick_session());
+        certify(&mut session, &pki)
+    };
+    link.on_response = Box::new(|frame| {
+        if frame.message_type() == MessageType::LoadResult.code() {
+            let without_mac = frame.payload()[..frame.payload().len() - 17].to_vec();
+            *frame = Frame::new(frame.sequence(), frame.message_type(), without_mac).unwrap();
+        }
+    });
+    let mut session = StationSession::new(&mut link, quick_session());
+    session.hello().expect("HELLO");
+    session
+        .key_exchange(credentials(&pki), &device)
+        .expect("key exchange");
+    let error = load_under_session(&mut session).unwrap_err();
+    assert!(
+        matches!(error, SessionError::LoadResultMacMissing { .. }),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn key_exchange_over_slow_line() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let mut config = ecc_config(directory.path().join("terminal.json"));
+    config.pace_baud = Some(19_200);
+    let handle = spawn_pty_simulator(config).expect("simulator starts");
+    let pki = station_pki();
+    let mut link = open_station(handle.device_path());
+    let mut session = StationSession::new(
+        &mut link,
+        SessionConfig {
+            response_timeout: Duration::from_secs(3),
+            attempts: 1,
+        },
+    );
+
+    let started = Instant::now();
+    let device = certify(&mut session, &pki);
+    session
+        .key_exchange(credentials(&pki), &device)
+        .expect("key exchange at 19200 baud");
+    load_under_session(&mut session).expect("authenticated load");
+
+    // The terminal sent at least HELLO, CSR, the KEY_EXCHANGE response and LOAD_RESULT: more
+    // than 800 bytes, each 10 bit times of 1/19200 s.
+    assert!(
+        started.elapsed() >= Duration::from_millis(800 * 10 * 1000 / 19_200),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(session);
+    drop(link);
+    handle.stop().expect("simulator stops");
+}
+
+#[test]
+fn key_exchange_over_tcp() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let address = listener.local_addr().expect("local address").to_string();
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let mut simulator =
+        Simulator::new(ecc_config(directory.path().join("terminal.json"))).expect("simulator");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let thread_stop = std::sync::Arc::clone(&stop);
+    let server = thread::spawn(move || {
+        let (socket, _) = listener.accept().expect("accept");
+        let stream = TcpByteStream::from_socket(socket).expect("socket");
+        let mut link = FramedLink::new(stream, LinkTimeouts::default());
+        simulator.serve(&mut link, &thread_stop)
+    });
+    let pki = station_pki();
+
+    let mut link = TcpLink::connect(&address, Duration::from_secs(1), LinkTimeouts::default())
+        .expect("connect over loopback");
+    let mut session = StationSession::new(&mut link, quick_session());
+    let device = certify(&mut session, &pki);
+    session
+        .key_exchange(credentials(&pki), &device)
+        .expect("key exchange over TCP");
+    let kcv = load_under_session(&mut session).expect("authenticated load");
+    drop(session);
+    drop(link);
+
+    assert_eq!(kcv.to_hex(), "05EF45");
+    server
+        .join()
+        .expect("server thread")
+        .expect("simulator ends cleanly");
+}

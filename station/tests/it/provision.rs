@@ -585,3 +585,48 @@ async fn stored_factory_ca_survives_restart() {
     assert_eq!(line.audit_events("pki.ca.created").await.len(), 1);
     simulator.stop().unwrap();
 }
+
+#[tokio::test]
+async fn unplug_mid_load_burns_identity_and_replug_works() {
+    let line = Line::new().await;
+    let config = Line::config();
+    // A stable name for the port, as /dev/serial/by-id gives a USB serial terminal.
+    let port = line.state_dir.path().join("line-port-1");
+    let (first, first_state) = line.ecc_terminal("SN-UNPLUG", |config| {
+        config.faults.disconnect_mid_load_result = true;
+    });
+    std::os::unix::fs::symlink(first.device_path(), &port).unwrap();
+    let port_name = port.to_str().unwrap().to_owned();
+
+    let error =
+        provision::provision_device(line.db.pool(), &line.vault, &config, driver(&port_name))
+            .await
+            .unwrap_err();
+
+    assert!(error.to_string().contains("disconnected"), "{error}");
+    assert_eq!(line.injection_states().await, [(1, "failed".to_owned())]);
+    // The terminal stored the key before it was unplugged; its identity is burned, never reused.
+    assert!(
+        DeviceState::load(&first_state)
+            .unwrap()
+            .key_in_slot(INITIAL_KEY_SLOT)
+            .is_some()
+    );
+    first.stop().unwrap();
+
+    let (second, _) = line.ecc_terminal("SN-REPLUG", |_| {});
+    std::fs::remove_file(&port).unwrap();
+    std::os::unix::fs::symlink(second.device_path(), &port).unwrap();
+    let report =
+        provision::provision_device(line.db.pool(), &line.vault, &config, driver(&port_name))
+            .await
+            .unwrap();
+
+    assert_eq!(report.device.serial, "SN-REPLUG");
+    assert_eq!(report.initial_key_id.to_hex(), "5A1E000100000002");
+    assert_eq!(
+        line.injection_states().await,
+        [(1, "failed".to_owned()), (2, "confirmed".to_owned())]
+    );
+    second.stop().unwrap();
+}
