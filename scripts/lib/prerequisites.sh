@@ -53,3 +53,16 @@ ensure_openssl() {
   fi
   apt_install openssl
 }
+
+# SoftHSM2, the software PKCS#11 token that the vault's PKCS#11 tests run against, and OpenSC's
+# pkcs11-tool for inspecting a token by hand. Each test initialises its own token in a temporary
+# folder through SOFTHSM2_CONF, so nothing is set up here beyond the packages.
+ensure_softhsm() {
+  local module
+  for module in /usr/lib/softhsm/libsofthsm2.so /usr/lib/*/softhsm/libsofthsm2.so; do
+    if [ -e "$module" ] && command -v pkcs11-tool >/dev/null 2>&1; then
+      return 0
+    fi
+  done
+  apt_install softhsm2 opensc
+}

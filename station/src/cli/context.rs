@@ -57,28 +57,47 @@ impl Context {
     /// Runs `station keys list`.
     pub async fn list_keys(&self) -> Result<(), String> {
         let database = self.open_database().await?;
-        let vault = Vault::new(database.pool.clone());
-        let result = vault.list_keys().await;
+        let result = match Vault::open(database.pool.clone(), &self.data_dir) {
+            Ok(vault) => {
+                if let Some(report) = vault.token_report() {
+                    println!("{report}");
+                }
+                vault.list_keys().await
+            }
+            Err(error) => Err(error),
+        };
         database.close().await;
         let keys = result.map_err(|error| error.to_string())?;
         println!(
-            "{:<24} {:<8} {:<14} {:<16} {:<9} {}",
-            "LABEL", "ALGO", "USAGE", "KCV", "BDK ID", "STATUS"
+            "{}",
+            key_row([
+                "LABEL", "ALGO", "USAGE", "KCV", "BDK ID", "STATUS", "STORAGE"
+            ])
         );
         for key in keys {
             let bdk_id = key.bdk_id.map(hex::encode_upper).unwrap_or_default();
+            let kcv = key.kcv.to_string();
             println!(
-                "{:<24} {:<8} {:<14} {:<16} {:<9} {}",
-                key.label,
-                key.algorithm.name(),
-                key.usage.name(),
-                key.kcv.to_string(),
-                bdk_id,
-                key.status.name()
+                "{}",
+                key_row([
+                    &key.label,
+                    key.algorithm.name(),
+                    key.usage.name(),
+                    &kcv,
+                    &bdk_id,
+                    key.status.name(),
+                    key.storage.name(),
+                ])
             );
         }
         Ok(())
     }
+}
+
+/// Formats one line of `station keys list` in fixed-width columns.
+fn key_row(columns: [&str; 7]) -> String {
+    let [label, algorithm, usage, kcv, bdk_id, status, storage] = columns;
+    format!("{label:<24} {algorithm:<8} {usage:<14} {kcv:<16} {bdk_id:<9} {status:<10} {storage}")
 }
 
 /// Reads the machine's host name, the default station identifier.

@@ -65,6 +65,54 @@ pub enum VaultError {
     /// DUKPT derivation failed.
     #[error(transparent)]
     Dukpt(#[from] crate::crypto::dukpt::DukptError),
+    /// A PKCS#11 token operation failed.
+    #[error(transparent)]
+    Token(#[from] super::pkcs11::Pkcs11Error),
+    /// The operation needs the PKCS#11 backend, or a key that is a token object.
+    #[error("{operation} needs a PKCS#11 token key; configure the station with its HSM")]
+    NeedsToken { operation: &'static str },
+    /// A key's record names another token than the one the station is configured with.
+    #[error(
+        "key {label:?} is held in token serial {expected:?}, but the station is logged in to token serial {actual:?}; configure the token that holds the key"
+    )]
+    KeyInOtherToken {
+        label: String,
+        expected: String,
+        actual: String,
+    },
+    /// A token object does not match the key's record.
+    #[error(
+        "token key {label:?} does not match the vault record: expected {expected}, the token has {actual}; the token object was replaced outside the station"
+    )]
+    TokenKeyMismatch {
+        label: String,
+        expected: String,
+        actual: String,
+    },
+    /// A wrapped key's length does not fit its algorithm.
+    #[error(
+        "wrapped key for {label:?} is {actual} bytes, but an {algorithm} key wrapped with AES key wrap is {expected} bytes; check the algorithm and the wrapped data"
+    )]
+    WrappedKeyLength {
+        label: String,
+        algorithm: KeyAlgorithm,
+        expected: usize,
+        actual: usize,
+    },
+    /// An imported key's check value differs from the one its sender gave.
+    #[error(
+        "imported key {label:?} has check value {actual}, but the sender gave {expected}; the key was not kept, so check the wrapped key and KEK with the sender"
+    )]
+    ImportKcvMismatch {
+        label: String,
+        expected: String,
+        actual: String,
+    },
+    /// A caller asked for the clear master key of a vault whose master key is in a token.
+    #[error(
+        "the station master key is in the PKCS#11 token and never leaves it; this operation needs the software vault"
+    )]
+    NeedsSoftwareMaster,
     /// The database failed.
     #[error("database error in the vault: {0}")]
     Database(#[from] sqlx::Error),

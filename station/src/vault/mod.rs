@@ -1,20 +1,50 @@
-//! The software key vault.
+//! The key vault: top-level keys (BDKs, terminal transport keys, KEKs) behind one interface that
+//! works on labels and returns key blocks and check values, never clear keys. Clear top-level
+//! keys enter the vault only from a ceremony.
 //!
-//! Top-level keys (BDKs, terminal transport keys) are stored in PostgreSQL only as TR-31 version
-//! D key blocks under the station master key (SMK, AES-256). The SMK exists only in memory, after
-//! an unseal ceremony has formed it from custodian components, and is zeroized when the vault is
-//! sealed or dropped. Outside a ceremony, the vault hands out key blocks and check values, never
-//! clear keys: [`Vault::wrap_initial_key`] derives a device's initial key and returns it wrapped.
+//! Two backends keep the keys:
+//!
+//! - software ([`Vault::new`]): keys are TR-31 version D blocks in PostgreSQL under the station
+//!   master key (SMK, AES-256), which exists only in memory after an unseal ceremony and is
+//!   zeroized when the vault is sealed or dropped;
+//! - PKCS#11 ([`Vault::open_pkcs11`]): keys are non-extractable token objects, found by label.
+//!   The unseal ceremony's SMK becomes a token object too, and protects the key blocks of keys
+//!   that the token cannot use itself.
+//!
+//! [`Vault::wrap_initial_key`] derives a device's AES DUKPT initial key and returns it in a
+//! TR-31 version D block under the device's transport key. With a token that offers
+//! encrypt-data derivation, the work splits as follows:
+//!
+//! | step | where | why |
+//! | --- | --- | --- |
+//! | initial key = AES(BDK, derivation data) | token (`C_DeriveKey`) | the BDK never leaves the token |
+//! | KBEK and KBAK = CMAC(transport key, KDF input) | token (`C_Sign`, `CKM_AES_CMAC`) | the transport key never leaves the token |
+//! | MAC over header and clear payload, CBC encryption | station memory, zeroized | no PKCS#11 mechanism builds a TR-31 block or MACs a key object's value |
+//!
+//! So the device key, KBEK and KBAK exist in station memory while one block is built, as
+//! `SecretKey` values that zeroize on drop. Without encrypt-data derivation (or with
+//! `derive_in_token = false`), BDKs are stored as key blocks under the token's SMK. The token
+//! then computes the block's KBEK and KBAK, and the station opens the block and derives the
+//! initial key in memory. TDES DUKPT would always need this path, because SoftHSM2 and many
+//! tokens have no XOR derivation for the IPEK's right half.
 
 mod error;
 mod lifecycle;
+pub mod pkcs11;
+mod records;
 mod usage;
 
 pub use error::VaultError;
+pub use records::{CeremonyRef, HistoryEvent, InventoryEntry, KeyStorage, StoredKey};
 pub use usage::{KeyStatus, KeyUsage};
 
+use std::path::Path;
+
+use cryptoki::object::ObjectHandle;
 use sqlx::{PgConnection, PgPool, Row};
 
+use self::pkcs11::{Pkcs11Config, Token, TokenKbpk, TokenKeyUse, TokenReport};
+use self::records::{KEY_COLUMNS, NewKey, key_from_row, stored_kcv};
 use crate::crypto::dukpt::aes::{InitialKeyId, initial_key};
 use crate::crypto::kcv::{Kcv, KcvMethod};
 use crate::crypto::tr31::{self, KeyBlockHeader};
@@ -25,25 +55,14 @@ use crate::crypto::{KeyAlgorithm, SecretKey};
 /// IDs that start with a digit for proprietary use.
 const LABEL_BLOCK_ID: &str = "10";
 
+/// Name of the PKCS#11 configuration file in the station's data folder ([`Vault::open`]).
+pub const HSM_CONFIG_FILE: &str = "hsm.toml";
+
+/// Label of the station master key's object in a PKCS#11 token.
+pub const MASTER_KEY_TOKEN_LABEL: &str = "station-master-key";
+
 /// The method of every check value the vault computes and stores.
 pub const VAULT_KCV_METHOD: KcvMethod = KcvMethod::Cmac;
-
-/// A key's record in the vault, without its key block.
-#[derive(Debug, Clone)]
-pub struct StoredKey {
-    /// Unique label, lowercase letters, digits, `.`, `_` and `-`.
-    pub label: String,
-    /// Algorithm and length of the key.
-    pub algorithm: KeyAlgorithm,
-    /// What the key may be used for.
-    pub usage: KeyUsage,
-    /// Check value of the key, with its method.
-    pub kcv: Kcv,
-    /// The 4-byte BDK ID of an AES DUKPT BDK.
-    pub bdk_id: Option<[u8; 4]>,
-    /// Whether the key may still be used.
-    pub status: KeyStatus,
-}
 
 /// What [`Vault::unseal`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,26 +92,109 @@ pub struct WrappedInitialKey {
     pub kcv: Kcv,
 }
 
-/// The software vault: key blocks in PostgreSQL, the master key in memory while unsealed.
+/// A key that arrives wrapped under a KEK in the token, for [`Vault::import_wrapped_key`].
+pub struct WrappedImport<'a> {
+    /// Label for the new key.
+    pub label: &'a str,
+    /// Usage of the new key.
+    pub usage: KeyUsage,
+    /// Algorithm and length of the new key.
+    pub algorithm: KeyAlgorithm,
+    /// The BDK ID, for a BDK.
+    pub bdk_id: Option<[u8; 4]>,
+    /// Label of the KEK in the token that the key is wrapped under.
+    pub kek_label: &'a str,
+    /// The key wrapped with AES key wrap (RFC 3394) under the KEK.
+    pub wrapped: &'a [u8],
+    /// The check value the sender gave, which the imported key must match.
+    pub expected_kcv: Option<Kcv>,
+    /// The ceremony that imports the key.
+    pub ceremony_id: Option<uuid::Uuid>,
+}
+
+/// The key store of a vault, with the master key while the vault is unsealed.
+enum Backend {
+    Software {
+        master: Option<SecretKey>,
+    },
+    Pkcs11 {
+        token: Token,
+        master: Option<ObjectHandle>,
+    },
+}
+
+/// A top-level key ready for use, with the key itself or its token handle.
+enum UsableKey {
+    Clear(SecretKey),
+    Token(ObjectHandle, KeyAlgorithm),
+}
+
+/// The station's key vault. See the module documentation for its backends.
 pub struct Vault {
     pool: PgPool,
-    master: Option<SecretKey>,
+    backend: Backend,
 }
 
 impl Vault {
-    /// Opens the vault sealed.
+    /// Opens the software vault, sealed.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, master: None }
+        Self {
+            pool,
+            backend: Backend::Software { master: None },
+        }
+    }
+
+    /// Opens the PKCS#11 vault, sealed: loads the module, finds the token by label or serial
+    /// and logs in with the configured PIN.
+    pub fn open_pkcs11(pool: PgPool, config: &Pkcs11Config) -> Result<Self, VaultError> {
+        let token = Token::open(config)?;
+        Ok(Self {
+            pool,
+            backend: Backend::Pkcs11 {
+                token,
+                master: None,
+            },
+        })
+    }
+
+    /// Opens the vault the station in `data_dir` is configured with: the PKCS#11 vault when
+    /// the folder contains [`HSM_CONFIG_FILE`], the software vault otherwise. Either starts
+    /// sealed.
+    pub fn open(pool: PgPool, data_dir: &Path) -> Result<Self, VaultError> {
+        let path = data_dir.join(HSM_CONFIG_FILE);
+        if !path.exists() {
+            return Ok(Self::new(pool));
+        }
+        let config = Pkcs11Config::load(&path)?;
+        Self::open_pkcs11(pool, &config)
+    }
+
+    /// Model, firmware version and capabilities of the token, for a PKCS#11 vault.
+    pub fn token_report(&self) -> Option<&TokenReport> {
+        match &self.backend {
+            Backend::Software { .. } => None,
+            Backend::Pkcs11 { token, .. } => Some(token.report()),
+        }
     }
 
     /// Returns true until an unseal ceremony has given the vault its master key.
     pub fn is_sealed(&self) -> bool {
-        self.master.is_none()
+        match &self.backend {
+            Backend::Software { master } => master.is_none(),
+            Backend::Pkcs11 { master, .. } => master.is_none(),
+        }
     }
 
-    /// Drops the master key from memory (zeroizing it).
+    /// Seals the vault: the software backend zeroizes the master key, and the PKCS#11 backend
+    /// drops the master key's handle, so no key can be used until the next unseal ceremony.
+    ///
+    /// NOTE: the PKCS#11 session stays logged in, because the token's login state belongs to the
+    /// whole process and other vaults of the process may share it.
     pub fn seal(&mut self) {
-        self.master = None;
+        match &mut self.backend {
+            Backend::Software { master } => *master = None,
+            Backend::Pkcs11 { master, .. } => *master = None,
+        }
     }
 
     /// Returns true if the vault has been initialised with a master key.
@@ -105,6 +207,11 @@ impl Vault {
 
     /// Takes `master` as the station master key. The first unseal of a new vault initialises it
     /// and records the key's check value; every later unseal must match that check value.
+    ///
+    /// The PKCS#11 backend keeps the master key as a token object labelled
+    /// [`MASTER_KEY_TOKEN_LABEL`], created at the first unseal with this token, and drops the
+    /// clear key when this returns. Later unseals check the token object's check value, computed
+    /// by the token, against the stored one.
     pub async fn unseal(
         &mut self,
         conn: &mut PgConnection,
@@ -119,17 +226,7 @@ impl Vault {
             .fetch_optional(&mut *conn)
             .await?;
         let outcome = match stored {
-            None => {
-                sqlx::query(
-                    "INSERT INTO vault_master (id, kcv, kcv_method, ceremony_id) VALUES (1, $1, $2, $3)",
-                )
-                .bind(kcv.to_hex())
-                .bind(kcv.method().name())
-                .bind(ceremony_id)
-                .execute(&mut *conn)
-                .await?;
-                UnsealOutcome::Initialised
-            }
+            None => UnsealOutcome::Initialised,
             Some(row) => {
                 let expected = stored_kcv(row.get("kcv_method"), row.get("kcv"))?;
                 if !expected.matches(&kcv)? {
@@ -141,16 +238,35 @@ impl Vault {
                 UnsealOutcome::Unsealed
             }
         };
-        self.master = Some(master);
+
+        if let Backend::Pkcs11 { token, .. } = &self.backend {
+            let handle = master_key_object(token, &master, &kcv)?;
+            if let Backend::Pkcs11 { master, .. } = &mut self.backend {
+                *master = Some(handle);
+            }
+        }
+        if outcome == UnsealOutcome::Initialised {
+            sqlx::query(
+                "INSERT INTO vault_master (id, kcv, kcv_method, ceremony_id) VALUES (1, $1, $2, $3)",
+            )
+            .bind(kcv.to_hex())
+            .bind(kcv.method().name())
+            .bind(ceremony_id)
+            .execute(&mut *conn)
+            .await?;
+        }
+        if let Backend::Software { master: slot } = &mut self.backend {
+            *slot = Some(master);
+        }
         Ok(outcome)
     }
 
-    pub(crate) fn master(&self) -> Result<&SecretKey, VaultError> {
-        self.master.as_ref().ok_or(VaultError::Sealed)
-    }
-
-    /// Stores `key` under `label` as a key block under the master key. Storing the same key again
-    /// under the same label is a no-op; a different key under a used label is an error.
+    /// Stores `key` under `label`. Storing the same key again under the same label is a no-op;
+    /// a different key under a used label is an error.
+    ///
+    /// The software backend stores a key block under the master key. The PKCS#11 backend
+    /// creates a token object (`C_CreateObject`), except for a BDK when the token cannot derive
+    /// inside itself: that BDK becomes a key block under the token's master key.
     pub async fn store_key(
         &self,
         conn: &mut PgConnection,
@@ -165,82 +281,328 @@ impl Vault {
         if usage == KeyUsage::Bdk && bdk_id.is_none() {
             return Err(VaultError::MissingBdkId(label.to_owned()));
         }
+        self.require_unsealed()?;
         let kcv = Kcv::compute(key, VAULT_KCV_METHOD);
-        if let Some(existing) = self.find_key(&mut *conn, label).await? {
-            let same_key = existing.usage == usage
-                && existing.algorithm == key.algorithm()
-                && existing.kcv.matches(&kcv)?;
-            return if same_key {
-                Ok(StoreOutcome::AlreadyPresent)
-            } else {
-                Err(VaultError::LabelTaken {
-                    label: label.to_owned(),
-                    existing_kcv: existing.kcv.to_string(),
-                })
-            };
+        if let Some(outcome) = check_existing(conn, label, usage, key.algorithm(), &kcv).await? {
+            return Ok(outcome);
         }
 
-        let header = storage_header(label, usage, key.algorithm())?;
-        let key_block = tr31::wrap(self.master()?, &header, key)?;
-        sqlx::query(
-            "INSERT INTO vault_keys (label, algorithm, usage, kcv, kcv_method, bdk_id, key_block, ceremony_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(label)
-        .bind(key.algorithm().name())
-        .bind(usage.name())
-        .bind(kcv.to_hex())
-        .bind(kcv.method().name())
-        .bind(bdk_id.map(hex::encode_upper))
-        .bind(&key_block)
-        .bind(ceremony_id)
-        .execute(&mut *conn)
-        .await?;
+        let token_object = match &self.backend {
+            Backend::Software { .. } => None,
+            Backend::Pkcs11 { token, .. } => {
+                let in_token = usage != KeyUsage::Bdk || token.report().derives_in_token;
+                in_token.then_some(token)
+            }
+        };
+        let key_block;
+        let mut new = NewKey {
+            label,
+            algorithm: key.algorithm(),
+            usage,
+            kcv: &kcv,
+            bdk_id,
+            key_block: None,
+            token_serial: None,
+            ceremony_id,
+        };
+        match token_object {
+            Some(token) => {
+                let handle = match token.find_key(label)? {
+                    // A token object left by an earlier attempt whose transaction rolled back
+                    // is adopted when it is the same key.
+                    Some(handle) => handle,
+                    None => token.create_key(label, token_key_use(usage), key)?,
+                };
+                check_token_key(token, label, handle, usage, key.algorithm(), &kcv)?;
+                new.token_serial = Some(&token.report().serial);
+            }
+            None => {
+                let header = storage_header(label, usage, key.algorithm())?;
+                key_block = self.wrap_under_master(&header, key)?;
+                new.key_block = Some(&key_block);
+            }
+        }
+        records::insert_key(conn, new).await?;
         Ok(StoreOutcome::Stored)
+    }
+
+    /// Imports a key that arrives wrapped under a KEK in the token (`C_UnwrapKey` with AES key
+    /// wrap), for a PKCS#11 vault. The token returns no check value for an unwrapped key, so the
+    /// vault computes it through the token and, when the sender gave one, compares it. A key
+    /// that fails the comparison is destroyed again.
+    pub async fn import_wrapped_key(
+        &self,
+        conn: &mut PgConnection,
+        import: WrappedImport<'_>,
+    ) -> Result<(StoreOutcome, Kcv), VaultError> {
+        let label = import.label;
+        validate_label(label)?;
+        import.usage.check_algorithm(import.algorithm)?;
+        if import.usage == KeyUsage::Bdk && import.bdk_id.is_none() {
+            return Err(VaultError::MissingBdkId(label.to_owned()));
+        }
+        let Backend::Pkcs11 { token, .. } = &self.backend else {
+            return Err(VaultError::NeedsToken {
+                operation: "importing a wrapped key",
+            });
+        };
+        self.require_unsealed()?;
+        if import.usage == KeyUsage::Bdk && !token.report().derives_in_token {
+            return Err(VaultError::NeedsToken {
+                operation: "importing a wrapped BDK into a token without encrypt-data derivation",
+            });
+        }
+        // AES key wrap (RFC 3394) adds one 8-byte integrity block to the key.
+        let expected_len = import.algorithm.key_len() + 8;
+        if import.wrapped.len() != expected_len {
+            return Err(VaultError::WrappedKeyLength {
+                label: label.to_owned(),
+                algorithm: import.algorithm,
+                expected: expected_len,
+                actual: import.wrapped.len(),
+            });
+        }
+        let (_, kek) = self.load_key(import.kek_label, KeyUsage::Kek).await?;
+        let UsableKey::Token(kek, _) = kek else {
+            return Err(VaultError::NeedsToken {
+                operation: "unwrapping under a KEK that is not a token object",
+            });
+        };
+        if let Some(existing) = records::find_key(conn, label).await? {
+            return Err(VaultError::LabelTaken {
+                label: label.to_owned(),
+                existing_kcv: existing.kcv.to_string(),
+            });
+        }
+
+        let handle = token.unwrap_key(
+            label,
+            token_key_use(import.usage),
+            import.algorithm,
+            kek,
+            import.wrapped,
+        )?;
+        let kcv = match check_import(token, &import, handle) {
+            Ok(kcv) => kcv,
+            Err(error) => {
+                // A key that failed its checks must not stay in the token under its label.
+                token.destroy(handle)?;
+                return Err(error);
+            }
+        };
+        records::insert_key(
+            conn,
+            NewKey {
+                label,
+                algorithm: import.algorithm,
+                usage: import.usage,
+                kcv: &kcv,
+                bdk_id: import.bdk_id,
+                key_block: None,
+                token_serial: Some(&token.report().serial),
+                ceremony_id: import.ceremony_id,
+            },
+        )
+        .await?;
+        Ok((StoreOutcome::Stored, kcv))
     }
 
     /// Looks up a key's record by label.
     pub async fn key_info(&self, label: &str) -> Result<StoredKey, VaultError> {
         let mut conn = self.pool.acquire().await?;
-        self.find_key(&mut conn, label)
+        records::find_key(&mut conn, label)
             .await?
             .ok_or_else(|| VaultError::KeyNotFound(label.to_owned()))
     }
 
     /// Lists every key in the vault, by label.
     pub async fn list_keys(&self) -> Result<Vec<StoredKey>, VaultError> {
-        let rows = sqlx::query(
-            "SELECT label, algorithm, usage, kcv, kcv_method, bdk_id, status FROM vault_keys ORDER BY label",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM vault_keys ORDER BY label"
+        ))
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(|row| key_from_row(&row)).collect()
     }
 
-    async fn find_key(
-        &self,
-        conn: &mut PgConnection,
-        label: &str,
-    ) -> Result<Option<StoredKey>, VaultError> {
-        let row = sqlx::query(
-            "SELECT label, algorithm, usage, kcv, kcv_method, bdk_id, status FROM vault_keys WHERE label = $1",
-        )
-        .bind(label)
-        .fetch_optional(&mut *conn)
-        .await?;
-        row.map(|row| key_from_row(&row)).transpose()
+    /// Lists every key with its creation ceremony and its history from the audit trail.
+    pub async fn inventory(&self) -> Result<Vec<InventoryEntry>, VaultError> {
+        records::inventory(&self.pool).await
     }
 
-    /// Unwraps an active key of `usage` and checks its label binding and check value.
+    /// Derives the AES DUKPT initial key of one device from BDK `bdk_label` and wraps it in a TR-31
+    /// version D block under transport key `transport_label`.
+    ///
+    /// The block has usage B1 (initial DUKPT key), mode of use X (key derivation), is not
+    /// exportable, and carries the initial key ID in an `IK` optional block, because X9.143 uses
+    /// IK, never KS, for AES DUKPT.
+    pub async fn wrap_initial_key(
+        &self,
+        bdk_label: &str,
+        derivation_id: [u8; 4],
+        transport_label: &str,
+    ) -> Result<WrappedInitialKey, VaultError> {
+        self.require_unsealed()?;
+        let (initial_key_id, device_key) =
+            self.derive_initial_key(bdk_label, derivation_id).await?;
+        let (_, transport_key) = self
+            .load_key(transport_label, KeyUsage::TransportKey)
+            .await?;
+        let kcv = Kcv::compute(&device_key, VAULT_KCV_METHOD);
+
+        let header = initial_key_header(&initial_key_id)?;
+        let key_block = match &transport_key {
+            UsableKey::Clear(transport_key) => tr31::wrap(transport_key, &header, &device_key)?,
+            UsableKey::Token(handle, algorithm) => {
+                let kbpk = TokenKbpk {
+                    token: self.token()?,
+                    handle: *handle,
+                    algorithm: *algorithm,
+                };
+                tr31::wrap_external(&kbpk, &header, &device_key)?
+            }
+        };
+        Ok(WrappedInitialKey {
+            key_block,
+            initial_key_id,
+            kcv,
+        })
+    }
+
+    /// Derives a device's AES DUKPT initial key like [`Vault::wrap_initial_key`], but wraps it
+    /// under `session_kbpk`, the AES-256 KBPK of an authenticated key exchange with the device,
+    /// which exists only in memory for that session.
+    pub async fn wrap_initial_key_for_session(
+        &self,
+        bdk_label: &str,
+        derivation_id: [u8; 4],
+        session_kbpk: &SecretKey,
+    ) -> Result<WrappedInitialKey, VaultError> {
+        self.require_unsealed()?;
+        let (initial_key_id, device_key) =
+            self.derive_initial_key(bdk_label, derivation_id).await?;
+        let kcv = Kcv::compute(&device_key, VAULT_KCV_METHOD);
+        let header = initial_key_header(&initial_key_id)?;
+        let key_block = tr31::wrap(session_kbpk, &header, &device_key)?;
+        Ok(WrappedInitialKey {
+            key_block,
+            initial_key_id,
+            kcv,
+        })
+    }
+
+    /// Derives the AES-128 initial key of device `derivation_id` from BDK `bdk_label`: inside
+    /// the token for a token object, in station memory for a key block.
+    async fn derive_initial_key(
+        &self,
+        bdk_label: &str,
+        derivation_id: [u8; 4],
+    ) -> Result<(InitialKeyId, SecretKey), VaultError> {
+        let (bdk_info, bdk) = self.load_key(bdk_label, KeyUsage::Bdk).await?;
+        let bdk_id = bdk_info
+            .bdk_id
+            .ok_or_else(|| VaultError::MissingBdkId(bdk_label.to_owned()))?;
+        let initial_key_id = InitialKeyId {
+            bdk_id,
+            derivation_id,
+        };
+        let device_key = match &bdk {
+            UsableKey::Clear(bdk) => initial_key(bdk, &initial_key_id, KeyAlgorithm::Aes128)?,
+            UsableKey::Token(handle, _) => self
+                .token()?
+                .derive_aes128(*handle, &initial_key_derivation_data(&initial_key_id))?,
+        };
+        Ok((initial_key_id, device_key))
+    }
+
+    /// Returns the station master key in memory, for the software backend only.
+    ///
+    /// NOTE: this hands out the clear master key, for wrapping secrets that are not TR-31 keys
+    /// (the factory CA's private key). The PKCS#11 backend keeps its master key in the token and
+    /// returns [`VaultError::NeedsSoftwareMaster`].
+    pub(crate) fn master(&self) -> Result<&SecretKey, VaultError> {
+        match &self.backend {
+            Backend::Software { master } => master.as_ref().ok_or(VaultError::Sealed),
+            Backend::Pkcs11 { .. } => Err(VaultError::NeedsSoftwareMaster),
+        }
+    }
+
+    fn require_unsealed(&self) -> Result<(), VaultError> {
+        if self.is_sealed() {
+            Err(VaultError::Sealed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn token(&self) -> Result<&Token, VaultError> {
+        match &self.backend {
+            Backend::Pkcs11 { token, .. } => Ok(token),
+            Backend::Software { .. } => Err(VaultError::NeedsToken {
+                operation: "using a token key",
+            }),
+        }
+    }
+
+    fn wrap_under_master(
+        &self,
+        header: &KeyBlockHeader,
+        key: &SecretKey,
+    ) -> Result<String, VaultError> {
+        match &self.backend {
+            Backend::Software { master } => Ok(tr31::wrap(
+                master.as_ref().ok_or(VaultError::Sealed)?,
+                header,
+                key,
+            )?),
+            Backend::Pkcs11 { token, master } => {
+                let kbpk = TokenKbpk {
+                    token,
+                    handle: master.ok_or(VaultError::Sealed)?,
+                    algorithm: KeyAlgorithm::Aes256,
+                };
+                Ok(tr31::wrap_external(&kbpk, header, key)?)
+            }
+        }
+    }
+
+    fn unwrap_under_master(
+        &self,
+        block: &str,
+    ) -> Result<(KeyBlockHeader, SecretKey), tr31::Tr31Error> {
+        match &self.backend {
+            Backend::Software { master } => {
+                let master = master.as_ref().ok_or_else(|| {
+                    tr31::Tr31Error::ExternalKbpk("the vault is sealed".to_owned())
+                })?;
+                tr31::unwrap(master, block)
+            }
+            Backend::Pkcs11 { token, master } => {
+                let handle = master.ok_or_else(|| {
+                    tr31::Tr31Error::ExternalKbpk("the vault is sealed".to_owned())
+                })?;
+                let kbpk = TokenKbpk {
+                    token,
+                    handle,
+                    algorithm: KeyAlgorithm::Aes256,
+                };
+                tr31::unwrap_external(&kbpk, block)
+            }
+        }
+    }
+
+    /// Finds an active key of `usage` and makes it usable: opens its key block, checking the
+    /// label binding and check value, or finds its token object, checking its template and
+    /// check value.
     async fn load_key(
         &self,
         label: &str,
         usage: KeyUsage,
-    ) -> Result<(StoredKey, SecretKey), VaultError> {
-        let master = self.master()?;
-        let row = sqlx::query(
-            "SELECT label, algorithm, usage, kcv, kcv_method, bdk_id, status, key_block FROM vault_keys WHERE label = $1",
-        )
+    ) -> Result<(StoredKey, UsableKey), VaultError> {
+        self.require_unsealed()?;
+        let row = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS}, key_block FROM vault_keys WHERE label = $1"
+        ))
         .bind(label)
         .fetch_optional(&self.pool)
         .await?
@@ -260,65 +622,191 @@ impl Vault {
             });
         }
 
-        let key_block: String = row.get("key_block");
-        let (header, key) =
-            tr31::unwrap(master, &key_block).map_err(|source| VaultError::Corrupt {
-                label: label.to_owned(),
-                reason: source.to_string(),
-            })?;
-        if header.optional_block(LABEL_BLOCK_ID) != Some(label) {
-            return Err(VaultError::Corrupt {
-                label: label.to_owned(),
-                reason: "the key block is bound to another label".to_owned(),
-            });
-        }
-        if key.algorithm() != info.algorithm
-            || !info.kcv.matches(&Kcv::compute(&key, info.kcv.method()))?
-        {
-            return Err(VaultError::Corrupt {
-                label: label.to_owned(),
-                reason: "the key block does not match the stored algorithm and check value"
-                    .to_owned(),
-            });
-        }
-        Ok((info, key))
-    }
-
-    /// Derives the AES DUKPT initial key of one device from BDK `bdk_label` and wraps it in a TR-31
-    /// version D block under transport key `transport_label`.
-    ///
-    /// The block has usage B1 (initial DUKPT key), mode of use X (key derivation), is not
-    /// exportable, and carries the initial key ID in an `IK` optional block, because X9.143 uses
-    /// IK, never KS, for AES DUKPT.
-    pub async fn wrap_initial_key(
-        &self,
-        bdk_label: &str,
-        derivation_id: [u8; 4],
-        transport_label: &str,
-    ) -> Result<WrappedInitialKey, VaultError> {
-        let (bdk_info, bdk) = self.load_key(bdk_label, KeyUsage::Bdk).await?;
-        let (_, transport_key) = self
-            .load_key(transport_label, KeyUsage::TransportKey)
-            .await?;
-        let bdk_id = bdk_info
-            .bdk_id
-            .ok_or_else(|| VaultError::MissingBdkId(bdk_label.to_owned()))?;
-        let initial_key_id = InitialKeyId {
-            bdk_id,
-            derivation_id,
+        let corrupt = |reason: String| VaultError::Corrupt {
+            label: label.to_owned(),
+            reason,
         };
-        let device_key = initial_key(&bdk, &initial_key_id, KeyAlgorithm::Aes128)?;
-        let kcv = Kcv::compute(&device_key, VAULT_KCV_METHOD);
+        match info.storage {
+            KeyStorage::KeyBlock => {
+                let key_block: Option<String> = row.get("key_block");
+                let key_block =
+                    key_block.ok_or_else(|| corrupt("the key block is missing".to_owned()))?;
+                let (header, key) = self
+                    .unwrap_under_master(&key_block)
+                    .map_err(|source| corrupt(source.to_string()))?;
+                if header.optional_block(LABEL_BLOCK_ID) != Some(label) {
+                    return Err(corrupt(
+                        "the key block is bound to another label".to_owned(),
+                    ));
+                }
+                if key.algorithm() != info.algorithm
+                    || !info.kcv.matches(&Kcv::compute(&key, info.kcv.method()))?
+                {
+                    return Err(corrupt(
+                        "the key block does not match the stored algorithm and check value"
+                            .to_owned(),
+                    ));
+                }
+                Ok((info, UsableKey::Clear(key)))
+            }
+            KeyStorage::TokenObject => {
+                let token = self.token()?;
+                let serial = &token.report().serial;
+                if info.token_serial.as_deref() != Some(serial.as_str()) {
+                    return Err(VaultError::KeyInOtherToken {
+                        label: label.to_owned(),
+                        expected: info.token_serial.clone().unwrap_or_default(),
+                        actual: serial.clone(),
+                    });
+                }
+                let handle = token.find_key(label)?.ok_or_else(|| {
+                    corrupt(format!(
+                        "token {:?} has no object with this label",
+                        token.report().label
+                    ))
+                })?;
+                check_token_key(token, label, handle, usage, info.algorithm, &info.kcv)?;
+                let algorithm = info.algorithm;
+                Ok((info, UsableKey::Token(handle, algorithm)))
+            }
+        }
+    }
+}
 
-        let mut header: KeyBlockHeader = "D0000B1AX00N0000".parse()?;
-        header.add_optional_block("IK", &initial_key_id.to_hex())?;
-        let key_block = tr31::wrap(&transport_key, &header, &device_key)?;
-        Ok(WrappedInitialKey {
-            key_block,
-            initial_key_id,
-            kcv,
+/// Returns the outcome for a label already in use: the same key again is a no-op, another key is
+/// an error. Returns `None` for a free label.
+async fn check_existing(
+    conn: &mut PgConnection,
+    label: &str,
+    usage: KeyUsage,
+    algorithm: KeyAlgorithm,
+    kcv: &Kcv,
+) -> Result<Option<StoreOutcome>, VaultError> {
+    let Some(existing) = records::find_key(conn, label).await? else {
+        return Ok(None);
+    };
+    let same_key =
+        existing.usage == usage && existing.algorithm == algorithm && existing.kcv.matches(kcv)?;
+    if same_key {
+        Ok(Some(StoreOutcome::AlreadyPresent))
+    } else {
+        Err(VaultError::LabelTaken {
+            label: label.to_owned(),
+            existing_kcv: existing.kcv.to_string(),
         })
     }
+}
+
+/// Checks a newly unwrapped key: its template and length, and its check value, computed by the
+/// token, against the one the sender gave. Returns the check value.
+fn check_import(
+    token: &Token,
+    import: &WrappedImport<'_>,
+    handle: ObjectHandle,
+) -> Result<Kcv, VaultError> {
+    let kcv = token.kcv(handle)?;
+    if let Some(expected) = &import.expected_kcv {
+        let matches = expected.method() == kcv.method() && expected.matches(&kcv)?;
+        if !matches {
+            return Err(VaultError::ImportKcvMismatch {
+                label: import.label.to_owned(),
+                expected: expected.to_string(),
+                actual: kcv.to_string(),
+            });
+        }
+    }
+    check_token_key(
+        token,
+        import.label,
+        handle,
+        import.usage,
+        import.algorithm,
+        &kcv,
+    )?;
+    Ok(kcv)
+}
+
+/// Returns the token use flags of a vault usage.
+fn token_key_use(usage: KeyUsage) -> TokenKeyUse {
+    match usage {
+        KeyUsage::Bdk => TokenKeyUse::Derive,
+        KeyUsage::TransportKey => TokenKeyUse::ProtectKeyBlocks,
+        KeyUsage::Kek => TokenKeyUse::Unwrap,
+    }
+}
+
+/// Checks a token key's template, algorithm and check value, computed by the token.
+fn check_token_key(
+    token: &Token,
+    label: &str,
+    handle: ObjectHandle,
+    usage: KeyUsage,
+    algorithm: KeyAlgorithm,
+    expected_kcv: &Kcv,
+) -> Result<(), VaultError> {
+    let actual_algorithm = token.check_template(label, handle, token_key_use(usage))?;
+    let kcv = token.kcv(handle)?;
+    let same_algorithm = actual_algorithm.is_none_or(|actual| actual == algorithm);
+    if !same_algorithm || !expected_kcv.matches(&kcv)? {
+        let actual_algorithm =
+            actual_algorithm.map_or("unreported length".to_owned(), |actual| actual.to_string());
+        return Err(VaultError::TokenKeyMismatch {
+            label: label.to_owned(),
+            expected: format!("{algorithm}, check value {expected_kcv}"),
+            actual: format!("{actual_algorithm}, check value {kcv}"),
+        });
+    }
+    Ok(())
+}
+
+/// Finds or creates the master key's token object and checks it against `kcv`.
+fn master_key_object(
+    token: &Token,
+    master: &SecretKey,
+    kcv: &Kcv,
+) -> Result<ObjectHandle, VaultError> {
+    let handle = match token.find_key(MASTER_KEY_TOKEN_LABEL)? {
+        Some(handle) => handle,
+        None => token.create_key(
+            MASTER_KEY_TOKEN_LABEL,
+            TokenKeyUse::ProtectKeyBlocks,
+            master,
+        )?,
+    };
+    let algorithm = token.check_template(
+        MASTER_KEY_TOKEN_LABEL,
+        handle,
+        TokenKeyUse::ProtectKeyBlocks,
+    )?;
+    let token_kcv = token.kcv(handle)?;
+    let is_aes256 = algorithm.is_none_or(|algorithm| algorithm == KeyAlgorithm::Aes256);
+    if !is_aes256 || !kcv.matches(&token_kcv)? {
+        return Err(VaultError::TokenKeyMismatch {
+            label: MASTER_KEY_TOKEN_LABEL.to_owned(),
+            expected: format!("aes256, check value {kcv}"),
+            actual: format!("{algorithm:?}, check value {token_kcv}"),
+        });
+    }
+    Ok(handle)
+}
+
+/// Builds the header of a device's initial key block: usage B1 (initial DUKPT key), mode of use
+/// X (key derivation), not exportable, and the initial key ID in an `IK` optional block, because
+/// X9.143 uses IK, never KS, for AES DUKPT.
+fn initial_key_header(id: &InitialKeyId) -> Result<KeyBlockHeader, VaultError> {
+    let mut header: KeyBlockHeader = "D0000B1AX00N0000".parse()?;
+    header.add_optional_block("IK", &id.to_hex())?;
+    Ok(header)
+}
+
+/// The derivation data of an AES-128 initial key, ANSI X9.24-3-2017 section 6.3.2: version
+/// `01`, key block counter `01`, usage `8001` (initial key), algorithm `0002` (AES-128), length
+/// `0080` (128 bits), then the initial key ID.
+fn initial_key_derivation_data(id: &InitialKeyId) -> [u8; 16] {
+    let mut data = [0u8; 16];
+    data[..8].copy_from_slice(&[0x01, 0x01, 0x80, 0x01, 0x00, 0x02, 0x00, 0x80]);
+    data[8..].copy_from_slice(&id.to_bytes());
+    data
 }
 
 /// Builds the header of a key block stored under the master key: its usage, algorithm, mode of
@@ -352,46 +840,6 @@ pub fn validate_label(label: &str) -> Result<(), VaultError> {
     } else {
         Err(VaultError::InvalidLabel(label.to_owned()))
     }
-}
-
-fn stored_kcv(method: String, value: String) -> Result<Kcv, VaultError> {
-    let method = KcvMethod::from_name(&method).ok_or_else(|| VaultError::Corrupt {
-        label: "vault_master".to_owned(),
-        reason: format!("unknown check value method {method:?}"),
-    })?;
-    Ok(Kcv::from_hex(method, &value)?)
-}
-
-fn key_from_row(row: &sqlx::postgres::PgRow) -> Result<StoredKey, VaultError> {
-    let label: String = row.get("label");
-    let corrupt = |reason: String| VaultError::Corrupt {
-        label: label.clone(),
-        reason,
-    };
-    let algorithm_name: String = row.get("algorithm");
-    let algorithm = KeyAlgorithm::from_name(&algorithm_name)
-        .ok_or_else(|| corrupt(format!("unknown algorithm {algorithm_name:?}")))?;
-    let usage_name: String = row.get("usage");
-    let usage = KeyUsage::from_name(&usage_name)
-        .ok_or_else(|| corrupt(format!("unknown usage {usage_name:?}")))?;
-    let status_name: String = row.get("status");
-    let status = KeyStatus::from_name(&status_name)
-        .ok_or_else(|| corrupt(format!("unknown status {status_name:?}")))?;
-    let kcv = stored_kcv(row.get("kcv_method"), row.get("kcv"))?;
-    let bdk_id = match row.get::<Option<String>, _>("bdk_id") {
-        None => None,
-        Some(text) => {
-            Some(parse_bdk_id(&text).map_err(|_| corrupt(format!("invalid BDK ID {text:?}")))?)
-        }
-    };
-    Ok(StoredKey {
-        label,
-        algorithm,
-        usage,
-        kcv,
-        bdk_id,
-        status,
-    })
 }
 
 /// Parses a 4-byte BDK ID from 8 hex digits.

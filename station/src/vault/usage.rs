@@ -5,8 +5,9 @@ use std::fmt;
 use super::VaultError;
 use crate::crypto::KeyAlgorithm;
 
-/// What a key in the vault may be used for. The vault enforces it: a BDK only derives device
-/// keys, and a transport key only wraps keys sent to terminals.
+/// Permitted use of a key in the vault. The vault enforces it: a BDK only derives device
+/// keys, a transport key only wraps keys sent to terminals, and a KEK only wraps keys exchanged
+/// with other HSMs (imports into the token, exports to the payment host).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum KeyUsage {

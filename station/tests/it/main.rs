@@ -10,5 +10,7 @@ mod crypto;
 mod db;
 mod demo;
 mod link;
+mod pkcs11;
 mod pki;
 mod provision;
+mod vault;
