@@ -2,6 +2,7 @@
 
 mod audit;
 mod ceremony;
+mod ceremony_cli;
 mod ceremony_field_cases;
 mod ceremony_flow;
 mod ceremony_inputs;
