@@ -1,8 +1,9 @@
 //! The printable form that shows a custodian their component or share once, at generation.
 //!
-//! The form is plain text of at most 72 columns, so it prints on any printer and fits a blind
-//! mailer: the part in groups of four hex digits, its check value, the whole key's check value
-//! and their method, and lines for the custodian's and the witness's signatures.
+//! The form is plain text of at most 80 columns (for custodian names of up to 20 characters), so
+//! it prints on any printer and fits a blind mailer. It holds the part in groups of four
+//! characters, the part's and the whole key's check values with their method, and lines for the
+//! custodian's and the witness's signatures.
 
 use zeroize::Zeroizing;
 
