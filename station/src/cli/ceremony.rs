@@ -92,7 +92,13 @@ async fn run_from_files(context: &Context, args: RunArgs) -> Result<(), String> 
         FileInputs::read(&args.components, attestations).map_err(|error| error.to_string())?;
 
     let database = context.open_database().await?;
-    let mut vault = Vault::new(database.pool.clone());
+    let mut vault = match Vault::open(database.pool.clone(), &context.data_dir) {
+        Ok(vault) => vault,
+        Err(error) => {
+            database.close().await;
+            return Err(error.to_string());
+        }
+    };
     let result = ceremony::run(
         &database.pool,
         &mut vault,
@@ -126,7 +132,8 @@ async fn run_interactive(context: &Context, args: RunArgs) -> Result<(), String>
     let result = async {
         let (participants, hashes) = log_in_all(&pool, &terminal, &script).await?;
         let mut inputs = TerminalInputs::new(&terminal, participants.clone(), hashes);
-        let mut vault = Vault::new(pool.clone());
+        let mut vault =
+            Vault::open(pool.clone(), &context.data_dir).map_err(|error| error.to_string())?;
         let outcome = ceremony::run(
             &pool,
             &mut vault,
@@ -165,7 +172,8 @@ async fn resume_interactive(context: &Context, id: Uuid) -> Result<(), String> {
             hashes.insert(participant.name.clone(), hash);
         }
         let mut inputs = TerminalInputs::new(&terminal, stored.participants.clone(), hashes);
-        let mut vault = Vault::new(pool.clone());
+        let mut vault =
+            Vault::open(pool.clone(), &context.data_dir).map_err(|error| error.to_string())?;
         let outcome = ceremony::resume(
             &pool,
             &mut vault,

@@ -69,7 +69,8 @@ pub async fn run(context: &Context, args: ProvisionArgs) -> Result<(), String> {
     let database = context.open_database().await?;
     let pool = database.pool.clone();
     let result = async {
-        let mut vault = Vault::new(pool.clone());
+        let mut vault =
+            Vault::open(pool.clone(), &context.data_dir).map_err(|error| error.to_string())?;
         ceremony::run(
             &pool,
             &mut vault,

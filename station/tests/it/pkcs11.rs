@@ -1067,3 +1067,72 @@ async fn line_ceremony_loads_token_keys() {
     assert!(device_key.ct_eq(&expected));
     assert_eq!(wrapped.initial_key_id.to_hex(), "5A1E000100000007");
 }
+
+/// `station ceremony run` with `hsm.toml` in the data folder loads the line keys into the token,
+/// and `station keys list` shows them as token objects.
+#[tokio::test]
+async fn cli_ceremony_loads_token_keys() {
+    if !run_in_child("cli_ceremony_loads_token_keys") {
+        return;
+    }
+    let token = TestToken::new("cli");
+    let data_dir = tempfile::tempdir().unwrap();
+    let PinSource::File(pin_file) = &token.config.pin else {
+        unreachable!("test tokens use a PIN file");
+    };
+    std::fs::write(
+        data_dir.path().join(station::vault::HSM_CONFIG_FILE),
+        format!(
+            "module = {:?}\ntoken_label = \"cli\"\npin_file = {:?}\n",
+            token.config.module, pin_file
+        ),
+    )
+    .unwrap();
+    let envelopes = Envelopes::new();
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../ceremony-scripts/load-line-keys.toml");
+    let station = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_station"))
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    let mut args = vec![
+        "ceremony".to_owned(),
+        "run".to_owned(),
+        script.display().to_string(),
+    ];
+    for participant in ["alice=custodian", "bob=custodian", "carol=witness"] {
+        args.extend(["--participant".to_owned(), participant.to_owned()]);
+    }
+    for path in envelopes.all_paths() {
+        args.extend(["--component".to_owned(), path.display().to_string()]);
+    }
+    for step in ["1=carol", "5=carol"] {
+        args.extend(["--attest".to_owned(), step.to_owned()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    let output = station(&args);
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let output = station(&["keys", "list"]);
+    let listing = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{listing}");
+    assert!(listing.contains("SoftHSM v2"), "{listing}");
+    for label in ["line-bdk", "line-transport"] {
+        let line = listing
+            .lines()
+            .find(|line| line.starts_with(label))
+            .unwrap_or_else(|| panic!("{label} is not listed:\n{listing}"));
+        assert!(line.ends_with("token-object"), "{line}");
+    }
+    let probe = Token::open(&token.config).unwrap();
+    assert!(probe.find_key("line-bdk").unwrap().is_some());
+    assert!(probe.find_key("station-master-key").unwrap().is_some());
+}
