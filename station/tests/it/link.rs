@@ -888,9 +888,9 @@ use station::terminal::EccSettings;
 struct TamperingLink {
     simulator: Simulator,
     pending: Vec<Frame>,
-    /// Called on each request before the simulator sees it.
+    /// Called on each request before the simulator handles it.
     on_request: Box<dyn FnMut(&mut Frame) + Send>,
-    /// Called on each response before the station sees it.
+    /// Called on each response before the station receives it.
     on_response: Box<dyn FnMut(&mut Frame) + Send>,
 }
 
