@@ -88,6 +88,8 @@ pub struct CeremonyRef {
     pub script_name: String,
     /// When the ceremony started.
     pub started_at: DateTime<Utc>,
+    /// User names of the custodians who took part, in the ceremony's order.
+    pub custodians: Vec<String>,
 }
 
 /// One event of a key's history, from the audit trail.
@@ -202,7 +204,12 @@ pub(super) async fn insert_key(conn: &mut PgConnection, key: NewKey<'_>) -> Resu
 pub(super) async fn inventory(pool: &PgPool) -> Result<Vec<InventoryEntry>, VaultError> {
     let rows = sqlx::query(&format!(
         "SELECT {KEY_COLUMNS}, vault_keys.created_at, ceremonies.id AS ceremony_id,
-                ceremonies.script_name, ceremonies.started_at
+                ceremonies.script_name, ceremonies.started_at,
+                ARRAY(SELECT participant->>'name'
+                      FROM jsonb_array_elements(ceremonies.participants)
+                           WITH ORDINALITY AS list (participant, position)
+                      WHERE participant->>'role' = 'custodian'
+                      ORDER BY position) AS custodians
          FROM vault_keys LEFT JOIN ceremonies ON ceremonies.id = vault_keys.ceremony_id
          ORDER BY label"
     ))
@@ -218,6 +225,7 @@ pub(super) async fn inventory(pool: &PgPool) -> Result<Vec<InventoryEntry>, Vaul
                     id,
                     script_name: row.get("script_name"),
                     started_at: row.get("started_at"),
+                    custodians: row.get("custodians"),
                 });
         let history = sqlx::query(
             "SELECT occurred_at, actor, action, outcome FROM audit_event

@@ -51,6 +51,7 @@ async fn inventory_names_ceremony_and_history() {
     assert!(bdk.key.kcv.to_string().ends_with("(cmac)"));
     let ceremony = bdk.creation_ceremony.as_ref().expect("creation ceremony");
     assert!(!ceremony.script_name.is_empty());
+    assert_eq!(ceremony.custodians, ["alice", "bob"]);
     assert!(
         bdk.history
             .iter()
