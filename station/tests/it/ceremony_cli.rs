@@ -156,10 +156,43 @@ fn assert_not_echoed(output: &str, secrets: &[String]) {
     }
 }
 
-fn data_dir() -> (tempfile::TempDir, std::path::PathBuf) {
+/// A temporary station data folder. Dropping it stops a PostgreSQL server that a killed station
+/// process left running there, before the folder is removed.
+struct DataDir {
+    dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let pid_file = self.path.join("postgres/data/postmaster.pid");
+        let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|text| text.lines().next()?.trim().parse::<i32>().ok())
+            .and_then(rustix::process::Pid::from_raw)
+        else {
+            return;
+        };
+        // SIGINT is PostgreSQL's fast shutdown.
+        if rustix::process::kill_process(pid, rustix::process::Signal::INT).is_ok() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while pid_file.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+fn data_dir() -> (DataDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("station-data");
-    (dir, data_dir)
+    let path = dir.path().join("station-data");
+    (
+        DataDir {
+            dir,
+            path: path.clone(),
+        },
+        path,
+    )
 }
 
 fn add_users(data_dir: &Path) {
@@ -450,6 +483,107 @@ fn supervisor_cannot_be_custodian() {
     assert!(!ok, "{output}");
     assert!(
         output.contains("user \"carol\" is a supervisor and cannot take part as a custodian"),
+        "{output}"
+    );
+}
+
+/// A ceremony of three attestations, which needs no key and no vault.
+const ATTEST_ONLY: &str = r#"
+name = "three-attestations"
+purpose = "Attest three facts"
+idle-timeout-seconds = IDLE
+
+[roles]
+custodian = 2
+witness = 1
+
+[[steps]]
+kind = "attest"
+role = "witness"
+statement = "First fact."
+
+[[steps]]
+kind = "attest"
+role = "witness"
+statement = "Second fact."
+
+[[steps]]
+kind = "attest"
+role = "witness"
+statement = "Third fact."
+"#;
+
+fn write_script(dir: &Path, idle_seconds: u32) -> String {
+    let path = dir.join("three-attestations.toml");
+    std::fs::write(
+        &path,
+        ATTEST_ONLY.replace("IDLE", &idle_seconds.to_string()),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn killed_ceremony_resumes_after_restart() {
+    let (dir, data_dir) = data_dir();
+    add_users(&data_dir);
+    let script = write_script(dir.dir.path(), 900);
+    let mut session = Session::start(&data_dir, &["ceremony", "run", &script]);
+    log_in_participants(&mut session, &["alice", "bob"]);
+    let started = session.expect("station ceremony resume ");
+    let id = session.expect("`");
+    let id = id.trim_end_matches('`').to_owned();
+    assert!(started.contains("Ceremony ID"), "{started}");
+    attest(&mut session);
+    session.expect("Step 2 of 3");
+
+    // The station process dies between two steps, as in a power cut.
+    session.child.kill().unwrap();
+    let (_, output) = session.finish();
+    assert!(!output.contains("completed"), "{output}");
+
+    let mut session = Session::start(&data_dir, &["ceremony", "resume", &id]);
+    session.expect("steps on record: {1}");
+    for name in ["alice", "bob", "carol"] {
+        session.log_in(name);
+    }
+    session.expect("Step 2 of 3");
+    attest(&mut session);
+    session.expect("Step 3 of 3");
+    attest(&mut session);
+    let (ok, output) = session.finish();
+
+    assert!(ok, "{output}");
+    assert!(
+        output.contains(&format!("ceremony {id} completed")),
+        "{output}"
+    );
+    let record = Command::new(env!("CARGO_BIN_EXE_station"))
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["ceremony", "record", &id])
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    let record = String::from_utf8_lossy(&record.stdout);
+    assert!(record.contains("ceremony.resumed"), "{record}");
+    assert_eq!(record.matches("ceremony.attested").count(), 3, "{record}");
+}
+
+#[test]
+fn idle_prompt_times_out() {
+    let (dir, data_dir) = data_dir();
+    add_users(&data_dir);
+    let script = write_script(dir.dir.path(), 2);
+    let mut session = Session::start(&data_dir, &["ceremony", "run", &script]);
+    log_in_participants(&mut session, &["alice", "bob"]);
+    session.expect("witness user name (or 'abort'): ");
+
+    let (ok, output) = session.finish();
+
+    assert!(!ok, "{output}");
+    assert!(
+        output.contains("the ceremony timed out at step 1: no input for 2 seconds"),
         "{output}"
     );
 }
