@@ -113,12 +113,15 @@ pub(super) fn stored_kcv(method: String, value: String) -> Result<Kcv, VaultErro
     Ok(Kcv::from_hex(method, &value)?)
 }
 
+/// Builds a key's record from a row with [`KEY_COLUMNS`], rejecting names this station does not
+/// know as a damaged record.
 pub(super) fn key_from_row(row: &sqlx::postgres::PgRow) -> Result<StoredKey, VaultError> {
     let label: String = row.get("label");
     let corrupt = |reason: String| VaultError::Corrupt {
         label: label.clone(),
         reason,
     };
+
     let algorithm_name: String = row.get("algorithm");
     let algorithm = KeyAlgorithm::from_name(&algorithm_name)
         .ok_or_else(|| corrupt(format!("unknown algorithm {algorithm_name:?}")))?;
@@ -131,6 +134,7 @@ pub(super) fn key_from_row(row: &sqlx::postgres::PgRow) -> Result<StoredKey, Vau
     let storage_name: String = row.get("storage");
     let storage = KeyStorage::from_name(&storage_name)
         .ok_or_else(|| corrupt(format!("unknown storage {storage_name:?}")))?;
+
     let kcv = stored_kcv(row.get("kcv_method"), row.get("kcv"))?;
     let bdk_id = match row.get::<Option<String>, _>("bdk_id") {
         None => None,
@@ -138,6 +142,7 @@ pub(super) fn key_from_row(row: &sqlx::postgres::PgRow) -> Result<StoredKey, Vau
             super::parse_bdk_id(&text).map_err(|_| corrupt(format!("invalid BDK ID {text:?}")))?,
         ),
     };
+
     Ok(StoredKey {
         label,
         algorithm,

@@ -1136,3 +1136,154 @@ async fn cli_ceremony_loads_token_keys() {
     assert!(probe.find_key("line-bdk").unwrap().is_some());
     assert!(probe.find_key("station-master-key").unwrap().is_some());
 }
+
+/// Terminals provisioned from a token vault, over a pre-shared transport key and over an ECDH
+/// session, store the initial key that the software derivation gives. A sealed token vault
+/// provisions nothing.
+#[tokio::test]
+async fn token_vault_provisions_terminal() {
+    use std::sync::Arc;
+
+    use station::crypto::kcv::Kcv;
+    use station::link::SerialLink;
+    use station::protocol::{ReferenceDriver, TerminalDriver};
+    use station::provision::{
+        DeviceProfiles, INITIAL_KEY_SLOT, LineConfig, ProvisionError, StationPki, provision_device,
+    };
+    use station::terminal::{DeviceState, SimulatorConfig, TerminalIdentity, spawn_pty_simulator};
+
+    if !run_in_child("token_vault_provisions_terminal") {
+        return;
+    }
+    let token = TestToken::new("provision");
+    let db = TestDatabase::new().await;
+    let envelopes = Envelopes::new();
+    let mut vault = Vault::open_pkcs11(db.pool().clone(), &token.config).unwrap();
+    run_line_ceremony(
+        &db,
+        &mut vault,
+        &envelopes.all_paths(),
+        &line_participants(),
+    )
+    .await
+    .unwrap();
+    if vault.is_sealed() {
+        let mut tx = db.pool().begin().await.unwrap();
+        vault
+            .unseal(&mut tx, envelopes.master.duplicate(), None)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let mut profiles = DeviceProfiles::default();
+    profiles
+        .add(
+            "tv-1.toml",
+            "vendor = \"Test Vendor\"\nmodel = \"TV-1\"\nkey_exchange = \"pre-shared\"\n\
+             transport_key = \"line-transport\"\nslot = 1\nbaud = 115200\n",
+        )
+        .unwrap();
+    profiles
+        .add(
+            "tv-2.toml",
+            "vendor = \"Test Vendor\"\nmodel = \"TV-2\"\nkey_exchange = \"ecdh-p384\"\n\
+             slot = 1\nbaud = 115200\n",
+        )
+        .unwrap();
+    let line = LineConfig {
+        station_id: "station-test".to_owned(),
+        actor: "operator-1".to_owned(),
+        bdk_label: "line-bdk".to_owned(),
+        profiles: Arc::new(profiles),
+        pki: Some(Arc::new(
+            StationPki::create_in_memory("station-test").unwrap(),
+        )),
+    };
+    let state_dir = tempfile::tempdir().unwrap();
+    let terminal = |serial: &str| {
+        let identity = TerminalIdentity {
+            vendor: "Test Vendor".to_owned(),
+            model: "TV-1".to_owned(),
+            serial_number: serial.to_owned(),
+            firmware_version: "0.9".to_owned(),
+        };
+        let state_path = state_dir.path().join(format!("{serial}.json"));
+        let config = SimulatorConfig::new(
+            identity,
+            envelopes.transport.duplicate(),
+            state_path.clone(),
+        );
+        (spawn_pty_simulator(config).unwrap(), state_path)
+    };
+    let driver = |path: &str| -> Box<dyn TerminalDriver> {
+        let link = SerialLink::open(path, 115_200).unwrap();
+        Box::new(ReferenceDriver::over(Box::new(link)))
+    };
+
+    let (simulator, state_path) = terminal("SN-HSM-1");
+    let report = provision_device(db.pool(), &vault, &line, driver(simulator.device_path()))
+        .await
+        .unwrap();
+    simulator.stop().unwrap();
+
+    let expected =
+        initial_key(&envelopes.bdk, &report.initial_key_id, KeyAlgorithm::Aes128).unwrap();
+    let state = DeviceState::load(&state_path).unwrap();
+    let stored = state.key_in_slot(INITIAL_KEY_SLOT).unwrap();
+    assert!(stored.key.ct_eq(&expected));
+    assert!(
+        report
+            .kcv
+            .matches(&Kcv::compute(&expected, KcvMethod::Cmac))
+            .unwrap()
+    );
+
+    // The ECDH session path derives in the token too, and wraps under the session's KBPK.
+    let identity = TerminalIdentity {
+        vendor: "Test Vendor".to_owned(),
+        model: "TV-2".to_owned(),
+        serial_number: "SN-HSM-ECC".to_owned(),
+        firmware_version: "2.0".to_owned(),
+    };
+    let ecc_state_path = state_dir.path().join("SN-HSM-ECC.json");
+    let ecc_simulator =
+        spawn_pty_simulator(SimulatorConfig::with_ecc(identity, ecc_state_path.clone())).unwrap();
+    let report = provision_device(
+        db.pool(),
+        &vault,
+        &line,
+        driver(ecc_simulator.device_path()),
+    )
+    .await
+    .unwrap();
+    ecc_simulator.stop().unwrap();
+    let expected =
+        initial_key(&envelopes.bdk, &report.initial_key_id, KeyAlgorithm::Aes128).unwrap();
+    let state = DeviceState::load(&ecc_state_path).unwrap();
+    assert!(
+        state
+            .key_in_slot(INITIAL_KEY_SLOT)
+            .unwrap()
+            .key
+            .ct_eq(&expected)
+    );
+
+    vault.seal();
+    let (sealed_terminal, sealed_state) = terminal("SN-HSM-SEALED");
+    let error = provision_device(
+        db.pool(),
+        &vault,
+        &line,
+        driver(sealed_terminal.device_path()),
+    )
+    .await
+    .unwrap_err();
+    sealed_terminal.stop().unwrap();
+    assert!(
+        matches!(error, ProvisionError::Vault(VaultError::Sealed)),
+        "{error}"
+    );
+    assert!(error.to_string().contains("unseal"), "{error}");
+    let state = DeviceState::load(&sealed_state).unwrap();
+    assert!(state.key_in_slot(INITIAL_KEY_SLOT).is_none());
+}
