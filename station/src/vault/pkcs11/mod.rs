@@ -138,13 +138,21 @@ impl Token {
         let mechanisms = context
             .get_mechanism_list(slot)
             .map_err(call("C_GetMechanismList"))?;
-        for (mechanism, name) in [
-            (MechanismType::AES_CMAC, "CKM_AES_CMAC"),
-            (MechanismType::AES_KEY_WRAP, "CKM_AES_KEY_WRAP"),
-        ] {
-            if !mechanisms.contains(&mechanism) {
-                tracing::warn!(token = %label, mechanism = name, "the token does not offer a mechanism the vault uses");
-            }
+        // Every check value and every key block under a token key needs AES-CMAC, so a token
+        // without it cannot serve as the vault. Key wrap is needed only for wrapped imports.
+        if !mechanisms.contains(&MechanismType::AES_CMAC) {
+            return Err(Pkcs11Error::MechanismMissing {
+                token: label,
+                mechanism: "CKM_AES_CMAC",
+                operation: "every check value and key block",
+            });
+        }
+        if !mechanisms.contains(&MechanismType::AES_KEY_WRAP) {
+            tracing::warn!(
+                token = %label,
+                mechanism = "CKM_AES_KEY_WRAP",
+                "the token cannot unwrap imported keys; load keys from components instead"
+            );
         }
         let has_derivation = mechanisms.contains(&MechanismType::AES_CBC_ENCRYPT_DATA);
         let version = |version: cryptoki::types::Version| FirmwareVersion {
