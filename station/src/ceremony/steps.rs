@@ -21,6 +21,15 @@ use crate::crypto::{KeyAlgorithm, SecretKey, components};
 use crate::pki::{self, FactoryCa, ValidityPeriod};
 use crate::vault::{KeyUsage, StoreOutcome, UnsealOutcome, Vault, parse_bdk_id};
 
+/// Prompts of an attestation: the attester's name, password and confirmation.
+const PROMPTS_PER_ATTESTATION: usize = 3;
+
+/// Prompts of handing out a part: the custodian's password, then confirming the copy.
+const PROMPTS_PER_HAND_OUT: usize = 2;
+
+/// Prompts of entering a part: name, password, the part and the two check values on its form.
+const PROMPTS_PER_PART: usize = 5;
+
 /// Returns the check value method of part forms: CMAC for AES keys and the legacy method for
 /// TDES keys, the same choice `SecretKey`'s `Debug` output makes.
 pub fn form_kcv_method(algorithm: KeyAlgorithm) -> KcvMethod {
@@ -95,7 +104,11 @@ impl<'a> Ceremony<'a> {
     }
 
     /// Fails with [`CeremonyError::TimedOut`] when an input call took longer than the idle
-    /// timeout allows for `interactions` prompts, whatever the input source checked itself.
+    /// timeout allows for `interactions` prompts. This backs up input sources that do not time
+    /// out their own prompts, as the terminal does.
+    ///
+    /// NOTE: `interactions` counts the prompts of a call without retries, so a participant who
+    /// retypes a password several times, each time just under the timeout, can exceed it.
     fn check_idle(
         &self,
         number: usize,
@@ -169,7 +182,7 @@ impl<'a> Ceremony<'a> {
             Step::Attest { role, statement } => {
                 let started = Instant::now();
                 let name = inputs.attestation(&context, *role, statement)?;
-                self.check_idle(number, started, 1)?;
+                self.check_idle(number, started, PROMPTS_PER_ATTESTATION)?;
                 let holds_role = self
                     .participants
                     .iter()
@@ -689,7 +702,7 @@ impl<'a> Ceremony<'a> {
             };
             let started = Instant::now();
             inputs.hand_out(context, &form)?;
-            self.check_idle(context.number, started, 1)?;
+            self.check_idle(context.number, started, PROMPTS_PER_HAND_OUT)?;
             self.append(
                 custodian,
                 "ceremony.part-handed-out",
@@ -729,7 +742,7 @@ impl<'a> Ceremony<'a> {
         };
         let started = Instant::now();
         let entered = inputs.parts(context, &request)?;
-        self.check_idle(number, started, split.needed())?;
+        self.check_idle(number, started, PROMPTS_PER_PART * split.needed())?;
         if entered.len() != split.needed() {
             return Err(CeremonyError::MissingComponent {
                 step: number,

@@ -453,3 +453,75 @@ fn component_file_errors_hide_the_component() {
     assert!(message.contains("broken.toml"), "{message}");
     assert!(!message.contains(secret), "{message}");
 }
+
+/// Builds a script with 3 custodians, 1 witness and `steps` (TOML `[[steps]]` tables).
+fn script_with_steps(steps: &str) -> Result<CeremonyScript, CeremonyError> {
+    CeremonyScript::parse(&format!(
+        "name = \"test\"\npurpose = \"Test the script rules\"\n\n[roles]\ncustodian = 3\nwitness = 1\n{steps}"
+    ))
+}
+
+#[test]
+fn scripts_breaking_rules_are_rejected() {
+    let cases = [
+        (
+            "[[steps]]\nkind = \"initialise\"\nshares = 4\nthreshold = 2\n",
+            "use at least 2 parts and at most the 3 custodians",
+        ),
+        (
+            "[[steps]]\nkind = \"generate-key\"\nkey = \"k\"\nalgorithm = \"aes128\"\nshares = 3\nthreshold = 1\n",
+            "use at least 2 parts",
+        ),
+        (
+            "[[steps]]\nkind = \"generate-key\"\nkey = \"k\"\nalgorithm = \"aes128\"\nshares = 2\nthreshold = 3\n",
+            "threshold 3 of 2 shares; the threshold must be at most the share count",
+        ),
+        (
+            "[[steps]]\nkind = \"enter-key\"\nkey = \"k\"\nalgorithm = \"aes128\"\ncomponents = 2\n\n[[steps]]\nkind = \"store-key\"\nkey = \"k\"\nlabel = \"k\"\nusage = \"transport-key\"\n",
+            "step 2: this step needs the vault's master key, but no earlier step unseals the vault",
+        ),
+        (
+            "[[steps]]\nkind = \"unseal\"\nshares = 2\n\n[[steps]]\nkind = \"store-key\"\nkey = \"missing\"\nlabel = \"k\"\nusage = \"transport-key\"\n",
+            "step 2: key \"missing\" is not formed by an earlier generate-key or enter-key step",
+        ),
+        (
+            "[[steps]]\nkind = \"unseal\"\ncomponents = 2\nshares = 2\n",
+            "step 1: give either components = N, or shares = N",
+        ),
+        (
+            "[[steps]]\nkind = \"compare-kcv\"\nlabel = \"line-bdk\"\nkcv = \"ABCDEF\"\nmethod = \"sha1\"\n",
+            "step 1: unknown method \"sha1\"; use cmac or legacy",
+        ),
+        (
+            "[[steps]]\nkind = \"unseal\"\nshares = 2\n\n[[steps]]\nkind = \"export-key\"\nlabel = \"host-kek\"\nkek = \"host-kek\"\n",
+            "step 2: key \"host-kek\" cannot be exported under itself",
+        ),
+        (
+            "[[steps]]\nkind = \"unseal\"\nshares = 2\n\n[[steps]]\nkind = \"create-factory-ca\"\nlabel = \"ca\"\nsubject = \"CN=CA\"\nvalidity-days = 0\n",
+            "step 2: validity-days is 0",
+        ),
+    ];
+    for (steps, expected) in cases {
+        let error = script_with_steps(steps).unwrap_err();
+
+        assert!(
+            error.to_string().contains(expected),
+            "{steps}\nexpected {expected:?} in: {error}"
+        );
+    }
+}
+
+#[test]
+fn idle_timeout_of_zero_is_rejected() {
+    let text = LINE_SCRIPT.replace(
+        "name = \"load-line-keys\"",
+        "name = \"load-line-keys\"\nidle-timeout-seconds = 0",
+    );
+
+    let error = CeremonyScript::parse(&text).unwrap_err();
+
+    assert!(
+        error.to_string().contains("idle-timeout-seconds is 0"),
+        "{error}"
+    );
+}

@@ -477,7 +477,9 @@ async fn idle_ceremony_times_out() {
     let script = CeremonyScript::parse(&text).unwrap();
     assert_eq!(script.idle_timeout, Duration::from_secs(1));
     let mut inputs = ScriptedInputs::new("carol");
-    inputs.delay = Some(Duration::from_millis(1300));
+    // An attestation is three prompts (name, password, confirmation), so an input source that
+    // does not time out its own prompts gets three idle timeouts for it.
+    inputs.delay = Some(Duration::from_millis(3300));
     let mut vault = Vault::new(db.pool().clone());
 
     let error = run_script(
