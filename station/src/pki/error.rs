@@ -206,6 +206,10 @@ pub enum PkiError {
     /// The vault is sealed, so the factory CA key cannot be stored or loaded.
     #[error("the vault is sealed; run the unseal ceremony before using the factory CA")]
     VaultSealed,
+    /// The vault failed to derive the CA key's wrapping key, for example because its token
+    /// failed.
+    #[error("the vault could not derive the factory CA key wrapping key: {0}")]
+    Vault(crate::vault::VaultError),
     /// No factory CA with this label is stored.
     #[error("no factory CA labelled {0:?}; create one at a ceremony first")]
     CaNotFound(String),

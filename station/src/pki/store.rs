@@ -33,9 +33,8 @@ use super::csr::{CheckedCsr, DeviceIdentity};
 use super::key::{P384_SCALAR_LEN, P384PrivateKey, P384PublicKey};
 use super::profile::ValidityPeriod;
 use crate::audit::{self, AuditEvent, Outcome};
-use crate::crypto::mac::cmac;
 use crate::crypto::{KeyAlgorithm, SecretKey};
-use crate::vault::{Vault, validate_label};
+use crate::vault::{Vault, VaultError, validate_label};
 
 /// The `wrapping` column's value for the method above.
 const WRAPPING_METHOD: &str = "smk-kdf-cmac-aes256-kwp-v1";
@@ -64,8 +63,7 @@ pub async fn save_ca(
     actor: &AuditActor<'_>,
 ) -> Result<(), PkiError> {
     validate_label(label).map_err(|_| PkiError::InvalidCaLabel(label.to_owned()))?;
-    let master = vault.master().map_err(|_| PkiError::VaultSealed)?;
-    let wrapped = wrap_scalar(master, label, &ca.private_key().expose_scalar()[..])?;
+    let wrapped = wrap_scalar(vault, label, &ca.private_key().expose_scalar()[..])?;
     let certificate = ca.certificate();
 
     let inserted = sqlx::query(
@@ -108,7 +106,9 @@ pub async fn load_ca(
     vault: &Vault,
     label: &str,
 ) -> Result<FactoryCa, PkiError> {
-    let master = vault.master().map_err(|_| PkiError::VaultSealed)?;
+    if vault.is_sealed() {
+        return Err(PkiError::VaultSealed);
+    }
     let row = sqlx::query(
         "SELECT certificate, fingerprint, wrapped_key, wrapping FROM factory_ca WHERE label = $1",
     )
@@ -135,7 +135,8 @@ pub async fn load_ca(
         ));
     }
     let wrapped: Vec<u8> = row.get("wrapped_key");
-    let scalar = unwrap_scalar(master, label, &wrapped).map_err(|_| {
+    let wrapping_key = wrapping_key(vault, label)?;
+    let scalar = kwp_unwrap(&wrapping_key, &wrapped).map_err(|_| {
         corrupt(
             "the wrapped key fails its integrity check under this master key and label".to_owned(),
         )
@@ -277,13 +278,21 @@ async fn record_certificate(
 
 /// Derives the 256-bit wrapping key of CA `label` from the master key (SP 800-108r1 counter
 /// mode, AES-CMAC PRF).
-fn wrapping_key(master: &SecretKey, label: &str) -> Result<SecretKey, PkiError> {
-    if master.algorithm() != KeyAlgorithm::Aes256 {
-        return Err(PkiError::Build(format!(
-            "the master key is {}, but the CA key wrap needs aes256",
-            master.algorithm()
-        )));
-    }
+fn wrapping_key(vault: &Vault, label: &str) -> Result<SecretKey, PkiError> {
+    derive_wrapping_key(label, |input| {
+        vault.master_cmac(input).map_err(|error| match error {
+            VaultError::Sealed => PkiError::VaultSealed,
+            other => PkiError::Vault(other),
+        })
+    })
+}
+
+/// Derives the wrapping key with `master_cmac`, the AES-CMAC under the AES-256 master key that
+/// the unseal ceremony checked.
+fn derive_wrapping_key(
+    label: &str,
+    master_cmac: impl Fn(&[u8]) -> Result<Zeroizing<Vec<u8>>, PkiError>,
+) -> Result<SecretKey, PkiError> {
     let mut derived = Zeroizing::new(Vec::with_capacity(32));
     for counter in 1u32..=2 {
         let mut input = Vec::with_capacity(4 + KDF_LABEL.len() + 1 + label.len() + 4);
@@ -292,25 +301,16 @@ fn wrapping_key(master: &SecretKey, label: &str) -> Result<SecretKey, PkiError> 
         input.push(0x00);
         input.extend_from_slice(label.as_bytes());
         input.extend_from_slice(&256u32.to_be_bytes());
-        let block = Zeroizing::new(cmac(master, &input));
+        let block = master_cmac(&input)?;
         derived.extend_from_slice(&block);
     }
     SecretKey::new(KeyAlgorithm::Aes256, derived)
         .map_err(|error| PkiError::Build(error.to_string()))
 }
 
-fn wrap_scalar(master: &SecretKey, label: &str, scalar: &[u8]) -> Result<Vec<u8>, PkiError> {
-    let key = wrapping_key(master, label)?;
+fn wrap_scalar(vault: &Vault, label: &str, scalar: &[u8]) -> Result<Vec<u8>, PkiError> {
+    let key = wrapping_key(vault, label)?;
     kwp_wrap(&key, scalar)
-}
-
-fn unwrap_scalar(
-    master: &SecretKey,
-    label: &str,
-    wrapped: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, PkiError> {
-    let key = wrapping_key(master, label)?;
-    kwp_unwrap(&key, wrapped)
 }
 
 /// AES key wrap with padding (RFC 5649) under an AES key of any length.
@@ -369,6 +369,7 @@ impl KwpCipher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::mac::cmac;
 
     /// RFC 5649 section 6 vectors, as `KEK;key;wrapped` lines.
     const RFC5649_VECTORS: &str = include_str!("../../tests/data/pki/rfc5649_kwp.txt");
@@ -407,8 +408,9 @@ mod tests {
     #[test]
     fn wrapping_key_depends_on_label() {
         let master = SecretKey::from_slice(KeyAlgorithm::Aes256, &[9u8; 32]).expect("valid key");
-        let first = wrapping_key(&master, "factory-ca").expect("derive");
-        let second = wrapping_key(&master, "factory-ca-2").expect("derive");
+        let master_cmac = |input: &[u8]| Ok(Zeroizing::new(cmac(&master, input)));
+        let first = derive_wrapping_key("factory-ca", master_cmac).expect("derive");
+        let second = derive_wrapping_key("factory-ca-2", master_cmac).expect("derive");
         assert!(!first.ct_eq(&second));
     }
 }

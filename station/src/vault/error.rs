@@ -108,11 +108,6 @@ pub enum VaultError {
         expected: String,
         actual: String,
     },
-    /// A caller asked for the clear master key of a vault whose master key is in a token.
-    #[error(
-        "the station master key is in the PKCS#11 token and never leaves it; this operation needs the software vault"
-    )]
-    NeedsSoftwareMaster,
     /// The database failed.
     #[error("database error in the vault: {0}")]
     Database(#[from] sqlx::Error),

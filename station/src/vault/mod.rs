@@ -42,6 +42,7 @@ use std::path::Path;
 
 use cryptoki::object::ObjectHandle;
 use sqlx::{PgConnection, PgPool, Row};
+use zeroize::Zeroizing;
 
 use self::pkcs11::{Pkcs11Config, Token, TokenKbpk, TokenKeyUse, TokenReport};
 use self::records::{KEY_COLUMNS, NewKey, key_from_row, stored_kcv};
@@ -515,15 +516,19 @@ impl Vault {
         Ok((initial_key_id, device_key))
     }
 
-    /// Returns the station master key in memory, for the software backend only.
-    ///
-    /// NOTE: this hands out the clear master key, for wrapping secrets that are not TR-31 keys
-    /// (the factory CA's private key). The PKCS#11 backend keeps its master key in the token and
-    /// returns [`VaultError::NeedsSoftwareMaster`].
-    pub(crate) fn master(&self) -> Result<&SecretKey, VaultError> {
+    /// Computes the AES-CMAC of `data` under the station master key: in memory for the
+    /// software vault, inside the token for the PKCS#11 vault. Other modules derive keys for
+    /// secrets that are not TR-31 keys (the factory CA's key wrap) with it, so the master key
+    /// itself never leaves the vault.
+    pub fn master_cmac(&self, data: &[u8]) -> Result<Zeroizing<Vec<u8>>, VaultError> {
         match &self.backend {
-            Backend::Software { master } => master.as_ref().ok_or(VaultError::Sealed),
-            Backend::Pkcs11 { .. } => Err(VaultError::NeedsSoftwareMaster),
+            Backend::Software { master } => {
+                let master = master.as_ref().ok_or(VaultError::Sealed)?;
+                Ok(Zeroizing::new(crate::crypto::mac::cmac(master, data)))
+            }
+            Backend::Pkcs11 { token, master } => {
+                Ok(token.cmac(master.ok_or(VaultError::Sealed)?, data)?)
+            }
         }
     }
 

@@ -1287,3 +1287,48 @@ async fn token_vault_provisions_terminal() {
     let state = DeviceState::load(&sealed_state).unwrap();
     assert!(state.key_in_slot(INITIAL_KEY_SLOT).is_none());
 }
+
+/// The token computes CMACs under the master key that match the software CMAC, so the factory
+/// CA's key wrap works with the master key kept in the token.
+#[tokio::test]
+async fn factory_ca_key_wraps_under_token_master() {
+    use station::pki::store::{self, AuditActor};
+    use station::pki::{FactoryCa, ValidityPeriod};
+
+    if !run_in_child("factory_ca_key_wraps_under_token_master") {
+        return;
+    }
+    let token = TestToken::new("pki");
+    let db = TestDatabase::new().await;
+    let vault = unsealed_vault(&db, &token.config).await;
+
+    let input = b"station factory CA key wrap test input";
+    let from_token = vault.master_cmac(input).unwrap();
+    let in_memory = station::crypto::mac::cmac(&key(KeyAlgorithm::Aes256, MASTER_KEY), input);
+    assert_eq!(from_token.as_slice(), in_memory.as_slice());
+
+    let ca = FactoryCa::create(
+        "CN=Token Factory CA,O=Example Devices",
+        ValidityPeriod::from_now(std::time::Duration::from_secs(3600 * 24 * 365)),
+    )
+    .unwrap();
+    let actor = AuditActor {
+        station_id: "station-test",
+        actor: "operator:test",
+    };
+    let mut tx = db.pool().begin().await.unwrap();
+    store::save_ca(&mut tx, &vault, "factory-ca", &ca, None, &actor)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let mut conn = db.pool().acquire().await.unwrap();
+    let loaded = store::load_ca(&mut conn, &vault, "factory-ca")
+        .await
+        .unwrap();
+    assert_eq!(loaded.certificate().der(), ca.certificate().der());
+    assert_eq!(
+        loaded.private_key().public_key(),
+        ca.private_key().public_key()
+    );
+}
