@@ -29,6 +29,21 @@ ensure_postgresql() {
   apt_install postgresql
 }
 
+# pg_dump, next to initdb or on PATH: a ceremony test dumps its database to check that no key
+# material was stored. Debian's server package depends on its client package, which has pg_dump,
+# but an initdb from elsewhere may come without it.
+ensure_pg_dump() {
+  local initdb
+  initdb=$(command -v initdb || compgen -G '/usr/lib/postgresql/*/bin/initdb' | head -n 1 || true)
+  if [ -n "$initdb" ] && [ -x "$(dirname "$(readlink -f "$initdb")")/pg_dump" ]; then
+    return 0
+  fi
+  if command -v pg_dump >/dev/null 2>&1; then
+    return 0
+  fi
+  apt_install postgresql-client
+}
+
 # A Python virtual environment in .venv with psec, the independent TR-31 implementation that the
 # tests cross-check against.
 ensure_python_venv() {

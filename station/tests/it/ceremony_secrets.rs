@@ -151,9 +151,15 @@ fn pg_dump(db: &TestDatabase) -> Vec<u8> {
         Path::new(DEBIAN_LIB_ROOT),
     )
     .unwrap();
-    // pg_dump sits next to the real initdb, which PATH may reach through a symbolic link.
+    // pg_dump of the server's version sits next to the real initdb, which PATH may reach
+    // through a symbolic link. Another pg_dump on PATH can dump an older server as well.
     let initdb = std::fs::canonicalize(binaries.initdb()).unwrap();
-    let pg_dump = initdb.with_file_name("pg_dump");
+    let next_to_initdb = initdb.with_file_name("pg_dump");
+    let pg_dump = if next_to_initdb.exists() {
+        next_to_initdb
+    } else {
+        std::path::PathBuf::from("pg_dump")
+    };
     let options = db.connect_options();
     let socket = options
         .get_socket()
