@@ -240,12 +240,10 @@ impl Vault {
             }
         };
 
-        if let Backend::Pkcs11 { token, .. } = &self.backend {
-            let handle = master_key_object(token, &master, &kcv)?;
-            if let Backend::Pkcs11 { master, .. } = &mut self.backend {
-                *master = Some(handle);
-            }
-        }
+        let token_master = match &self.backend {
+            Backend::Pkcs11 { token, .. } => Some(master_key_object(token, &master, &kcv)?),
+            Backend::Software { .. } => None,
+        };
         if outcome == UnsealOutcome::Initialised {
             sqlx::query(
                 "INSERT INTO vault_master (id, kcv, kcv_method, ceremony_id) VALUES (1, $1, $2, $3)",
@@ -256,8 +254,10 @@ impl Vault {
             .execute(&mut *conn)
             .await?;
         }
-        if let Backend::Software { master: slot } = &mut self.backend {
-            *slot = Some(master);
+        // The vault counts as unsealed only once everything above succeeded.
+        match &mut self.backend {
+            Backend::Software { master: slot } => *slot = Some(master),
+            Backend::Pkcs11 { master: slot, .. } => *slot = token_master,
         }
         Ok(outcome)
     }
