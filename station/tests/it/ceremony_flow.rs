@@ -789,3 +789,115 @@ where
         .run_until(async move { tokio::task::spawn_local(future).await })
         .await
 }
+
+#[tokio::test]
+async fn stored_key_kcv_is_compared() {
+    let db = TestDatabase::new().await;
+    let shares = initialise(&db).await;
+    let people = custodians_and_carol(&["alice", "bob"]);
+    let host_bdk = SecretKey::generate(KeyAlgorithm::Aes128).unwrap();
+    let mut load = ScriptedInputs::new("carol");
+    load.give(
+        MASTER_KEY_LABEL,
+        shares.forms_of(MASTER_KEY_LABEL, &["alice", "bob"]),
+    );
+    load.give("host-bdk", components_for(&host_bdk, &["alice", "bob"]));
+    let mut vault = Vault::new(db.pool().clone());
+    run_script(&db, &mut vault, &script("load-bdk"), &people, &mut load)
+        .await
+        .unwrap();
+    let compare = |kcv: &str, method: &str| {
+        CeremonyScript::parse(&format!(
+            "name = \"compare\"\npurpose = \"Compare the host BDK's check value with the host's\"\n\n\
+             [roles]\ncustodian = 2\nwitness = 1\n\n\
+             [[steps]]\nkind = \"compare-kcv\"\nlabel = \"host-bdk\"\nkcv = \"{kcv}\"\nmethod = \"{method}\"\n"
+        ))
+        .unwrap()
+    };
+    let cmac = kcv_hex(&host_bdk);
+    let legacy = Kcv::compute(&host_bdk, KcvMethod::Legacy).to_hex();
+
+    let mut inputs = ScriptedInputs::new("carol");
+    let mut vault = Vault::new(db.pool().clone());
+    run_script(
+        &db,
+        &mut vault,
+        &compare(&cmac, "cmac"),
+        &people,
+        &mut inputs,
+    )
+    .await
+    .unwrap();
+    // The vault keeps CMAC check values, so a legacy value is never taken as matching.
+    let error = run_script(
+        &db,
+        &mut vault,
+        &compare(&legacy, "legacy"),
+        &people,
+        &mut inputs,
+    )
+    .await
+    .unwrap_err();
+
+    assert!(
+        matches!(error, CeremonyError::KcvCompareMismatch { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("\"host-bdk\""), "{error}");
+}
+
+#[tokio::test]
+async fn record_shows_participants_and_outcome() {
+    let db = TestDatabase::new().await;
+    let shares = initialise(&db).await;
+    let mut inputs = ScriptedInputs::new("carol");
+    inputs.give(
+        MASTER_KEY_LABEL,
+        shares.forms_of(MASTER_KEY_LABEL, &["alice", "bob"]),
+    );
+    inputs.abort_at = Some((3, "bob".to_owned()));
+    let mut vault = Vault::new(db.pool().clone());
+    run_script(
+        &db,
+        &mut vault,
+        &script("generate-bdk"),
+        &custodians_and_carol(&["alice", "bob"]),
+        &mut inputs,
+    )
+    .await
+    .unwrap_err();
+    let (id, _) = only_ceremony_state(&db, "generate-bdk").await;
+
+    let text = ceremony::record(db.pool(), id).await.unwrap().to_text();
+
+    assert!(text.contains("Script:     generate-bdk"), "{text}");
+    assert!(text.contains("State:      aborted"), "{text}");
+    assert!(
+        text.contains("the ceremony was aborted by \"bob\" at step 3"),
+        "{text}"
+    );
+    for (name, role) in [
+        ("alice", "custodian"),
+        ("bob", "custodian"),
+        ("carol", "witness"),
+    ] {
+        assert!(
+            text.lines()
+                .any(|line| line.contains(name) && line.contains(role)),
+            "{name} {role}: {text}"
+        );
+    }
+    assert!(
+        text.contains("attests \"Two new tamper-evident envelopes are on the table"),
+        "{text}"
+    );
+    assert!(text.contains("vault.unsealed"), "{text}");
+    assert_eq!(
+        text.lines()
+            .filter(|line| line.contains("ceremony.component-entered") && line.contains("(cmac)"))
+            .count(),
+        2,
+        "{text}"
+    );
+    assert_eq!(text.matches("signature: ____").count(), 4, "{text}");
+}
