@@ -124,15 +124,17 @@ impl CeremonyRecord {
             "\nEach participant signs to confirm that this record matches what they saw."
         );
         for participant in &ceremony.participants {
+            let role = format!("({})", participant.role.name());
             let _ = writeln!(
                 text,
-                "\n  {:<24} ({:<9})  signature: ________________________  date: __________",
-                participant.name, participant.role
+                "\n  {:<24} {role:<12} signature: ________________________  date: __________",
+                participant.name
             );
         }
         let _ = writeln!(
             text,
-            "\n  Security officer                      signature: ________________________  date: __________"
+            "\n  {:<24} {:<12} signature: ________________________  date: __________",
+            "Security officer", ""
         );
         let _ = writeln!(text, "{rule}");
         text
