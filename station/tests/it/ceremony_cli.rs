@@ -587,3 +587,77 @@ fn idle_prompt_times_out() {
         "{output}"
     );
 }
+
+#[test]
+fn killed_ceremony_is_aborted_by_participant() {
+    let (dir, data_dir) = data_dir();
+    add_users(&data_dir);
+    let script = write_script(dir.dir.path(), 900);
+    let mut session = Session::start(&data_dir, &["ceremony", "run", &script]);
+    log_in_participants(&mut session, &["alice", "bob"]);
+    session.expect("station ceremony resume ");
+    let id = session.expect("`").trim_end_matches('`').to_owned();
+    session.expect("witness user name (or 'abort'): ");
+    session.child.kill().unwrap();
+    session.finish();
+
+    let mut session = Session::start(&data_dir, &["ceremony", "abort", &id, "--by", "bob"]);
+    session.log_in("bob");
+    let (ok, output) = session.finish();
+    assert!(ok, "{output}");
+    assert!(
+        output.contains(&format!("ceremony {id} aborted by bob")),
+        "{output}"
+    );
+
+    let mut session = Session::start(&data_dir, &["ceremony", "resume", &id]);
+    for name in ["alice", "bob", "carol"] {
+        session.log_in(name);
+    }
+    let (ok, output) = session.finish();
+    assert!(!ok, "{output}");
+    assert!(
+        output.contains(&format!(
+            "ceremony {id} is aborted and cannot be resumed or aborted"
+        )),
+        "{output}"
+    );
+}
+
+#[test]
+fn only_admins_add_users() {
+    let (_dir, data_dir) = data_dir();
+    let session = Session::start(&data_dir, &["user", "add", "alice", "--role", "custodian"]);
+    let (ok, output) = session.finish();
+    assert!(!ok, "{output}");
+    assert!(
+        output.contains("the first user must be an admin"),
+        "{output}"
+    );
+
+    add_users(&data_dir);
+    let mut session = Session::start(
+        &data_dir,
+        &[
+            "user",
+            "add",
+            "mallory",
+            "--role",
+            "custodian",
+            "--as",
+            "alice",
+        ],
+    );
+    session.log_in("alice");
+    let (ok, output) = session.finish();
+    assert!(!ok, "{output}");
+    assert!(
+        output.contains("\"alice\" is a custodian, and only an admin can add users"),
+        "{output}"
+    );
+
+    let session = Session::start(&data_dir, &["user", "add", "Mallory", "--role", "admin"]);
+    let (ok, output) = session.finish();
+    assert!(!ok, "{output}");
+    assert!(output.contains("invalid user name \"Mallory\""), "{output}");
+}
