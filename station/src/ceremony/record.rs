@@ -20,7 +20,7 @@ pub struct RecordEntry {
     pub occurred_at: chrono::DateTime<chrono::Utc>,
     /// Who acted.
     pub actor: String,
-    /// What happened, such as `ceremony.attested`.
+    /// The action, such as `ceremony.attested`.
     pub action: String,
     /// On what.
     pub subject: String,

@@ -104,8 +104,8 @@ impl<'a> Ceremony<'a> {
     }
 
     /// Fails with [`CeremonyError::TimedOut`] when an input call took longer than the idle
-    /// timeout allows for `interactions` prompts. This backs up input sources that do not time
-    /// out their own prompts, as the terminal does.
+    /// timeout allows for `interactions` prompts. The terminal times out each prompt itself, and
+    /// this check covers input sources that do not.
     ///
     /// NOTE: `interactions` counts the prompts of a call without retries, so a participant who
     /// retypes a password several times, each time just under the timeout, can exceed it.
