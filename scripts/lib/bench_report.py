@@ -1,12 +1,20 @@
-"""Print the benchmark table: the station's mean time per operation from criterion's estimates,
-psec's from station/benches/psec_tr31.py, and the ratios between them.
+"""Print the benchmark tables of scripts/bench.
 
-Usage: bench_report.py CRITERION_DIR PSEC_JSON
+    bench_report.py times CRITERION_DIR PSEC_JSON
+        The station's mean time per operation from criterion's estimates, psec's from
+        station/benches/psec_tr31.py, and the ratios between them.
+    bench_report.py instructions BENCH_EXECUTABLE
+        Instructions per operation, counted by valgrind's callgrind while the criterion
+        benchmark runs in profile mode: the inclusive count of the library function divided by
+        its number of calls, so criterion's own work is left out.
 """
 
 import json
 import os
+import re
+import subprocess
 import sys
+import tempfile
 
 # Per-operation times of the fastest open implementation measured on this kind of machine
 # (openemv, in C), as published with the performance targets; not measured by this script.
@@ -25,6 +33,19 @@ BENCHMARKS = [
     "tdes_dukpt_ipek",
 ]
 
+# The library functions each benchmark calls once per iteration. The combined benchmark calls
+# both; its count is their sum per call of the last one.
+FUNCTIONS = {
+    "aes_dukpt_initial_key": ["station::crypto::dukpt::aes::initial_key"],
+    "aes_dukpt_initial_key_and_tr31_d_wrap": [
+        "station::crypto::dukpt::aes::initial_key",
+        "station::crypto::tr31::wrap",
+    ],
+    "tr31_d_wrap": ["station::crypto::tr31::wrap"],
+    "tr31_d_unwrap": ["station::crypto::tr31::unwrap"],
+    "tdes_dukpt_ipek": ["station::crypto::dukpt::tdes::ipek"],
+}
+
 
 def station_ns(criterion_dir, name):
     path = os.path.join(criterion_dir, name, "new", "estimates.json")
@@ -32,8 +53,7 @@ def station_ns(criterion_dir, name):
         return json.load(file)["mean"]["point_estimate"]
 
 
-def main():
-    criterion_dir, psec_json = sys.argv[1], sys.argv[2]
+def print_times(criterion_dir, psec_json):
     psec = json.loads(psec_json)
     print(f"psec {psec.get('psec_version', 'unknown')}; times are means per operation")
     print(f"{'operation':<40} {'station':>10} {'psec':>10} {'psec/station':>13} {'openemv':>9}")
@@ -45,6 +65,56 @@ def main():
         ratio_text = f"{theirs / ours:>12.0f}x" if theirs else f"{'-':>13}"
         openemv_text = f"{reference / 1000:>7.2f}us" if reference else f"{'-':>9}"
         print(f"{name:<40} {ours / 1000:>8.3f}us {psec_text} {ratio_text} {openemv_text}")
+
+
+# callgrind_annotate --tree=calling prints a function's inclusive cost on a line marked `*` and
+# each call it makes on a line marked `>` with the call count, both as `FILE:FUNCTION [OBJECT]`.
+COST_LINE = re.compile(r"^\s*([\d,]+) \(\s*[\d.]+%\)\s+\*\s+\S*?:(\S+)")
+CALL_LINE = re.compile(r"^\s*[\d,]+ \(\s*[\d.]+%\)\s+>\s+\S*?:(\S+) \(([\d,]+)x\)")
+
+
+def count_instructions(executable, name):
+    """Runs one benchmark under callgrind and returns instructions per iteration."""
+    with tempfile.TemporaryDirectory() as folder:
+        output = os.path.join(folder, "callgrind.out")
+        subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={output}", executable,
+             "--bench", "--profile-time", "1", f"^{name}$"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=folder,
+        )
+        annotated = subprocess.run(
+            ["callgrind_annotate", "--inclusive=yes", "--tree=calling", output],
+            check=True, capture_output=True, text=True,
+        ).stdout
+
+    cost, calls = {}, {}
+    for line in annotated.splitlines():
+        if match := COST_LINE.match(line):
+            function, value = match.group(2), int(match.group(1).replace(",", ""))
+            cost[function] = max(cost.get(function, 0), value)
+        elif match := CALL_LINE.match(line):
+            function, count = match.group(1), int(match.group(2).replace(",", ""))
+            calls[function] = calls.get(function, 0) + count
+    functions = FUNCTIONS[name]
+    iterations = calls.get(functions[-1], 0)
+    if iterations == 0:
+        sys.exit(f"callgrind recorded no call of {functions[-1]} in benchmark {name}")
+    return sum(cost.get(function, 0) for function in functions) / iterations
+
+
+def print_instructions(executable):
+    print("instructions per operation (valgrind callgrind)")
+    for name in BENCHMARKS:
+        print(f"{name:<40} {count_instructions(executable, name):>10,.0f}")
+
+
+def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "times":
+        print_times(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 3 and sys.argv[1] == "instructions":
+        print_instructions(sys.argv[2])
+    else:
+        sys.exit(__doc__)
 
 
 if __name__ == "__main__":

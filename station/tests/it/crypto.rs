@@ -261,6 +261,60 @@ fn aes_dukpt_known_answers() {
     }
 }
 
+#[test]
+fn aes_dukpt_update_key_known_answers() {
+    for record in records("aes_dukpt_update_key.txt") {
+        let source = field(&record, "source");
+        let initial = aes_key(field(&record, "initial_key"));
+        let id = InitialKeyId::from_hex(field(&record, "initial_key_id")).unwrap();
+        let key_type = algorithm_of(field(&record, "key_type"));
+        let update = aes_dukpt::update_key(&initial, &id, key_type).unwrap();
+        assert_eq!(update.algorithm(), key_type, "{source}");
+        assert_eq!(hex_of(&update), field(&record, "expect"), "{source}");
+    }
+}
+
+/// The update key's counter FFFFFFFF is reserved: no transaction KSN may carry it, and the
+/// update key is not the key-encryption working key of any valid counter.
+#[test]
+fn aes_dukpt_update_counter_is_reserved() {
+    let id = InitialKeyId::from_hex("1234567890123456").unwrap();
+    let error = Ksn::new(id, aes_dukpt::UPDATE_KEY_COUNTER).unwrap_err();
+    assert_eq!(
+        error,
+        DukptError::CounterTooManyOneBits {
+            counter: 0xFFFF_FFFF,
+            ones: 32
+        }
+    );
+
+    let initial = aes_key("1273671EA26AC29AFA4D1084127652A1");
+    let update = aes_dukpt::update_key(&initial, &id, KeyAlgorithm::Aes128).unwrap();
+    let last_valid = Ksn::new(id, 0xFFFF_0000).unwrap();
+    let kek = aes_dukpt::working_key(
+        &initial,
+        &last_valid,
+        DukptUsage::KeyEncryptionKey,
+        KeyAlgorithm::Aes128,
+    )
+    .unwrap();
+    assert!(!update.ct_eq(&kek));
+}
+
+#[test]
+fn aes_dukpt_update_key_needs_aes_initial_key() {
+    let tdes =
+        SecretKey::from_hex(KeyAlgorithm::Tdes2, "0123456789ABCDEFFEDCBA9876543210").unwrap();
+    let id = InitialKeyId::from_hex("1234567890123456").unwrap();
+    let error = aes_dukpt::update_key(&tdes, &id, KeyAlgorithm::Aes128).unwrap_err();
+    assert_eq!(
+        error,
+        DukptError::InitialKeyNotAes {
+            algorithm: KeyAlgorithm::Tdes2
+        }
+    );
+}
+
 /// Field case D7: the AES KSN is 24 hex digits, and its counter allows 16 one-bits.
 #[test]
 fn aes_dukpt_field_case_d7() {

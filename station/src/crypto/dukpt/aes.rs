@@ -21,7 +21,7 @@ use std::str::FromStr;
 use zeroize::Zeroizing;
 
 use super::DukptError;
-use crate::crypto::block_cipher::BlockCipher;
+use crate::crypto::block_cipher::aes_encrypt_blocks;
 use crate::crypto::{KeyAlgorithm, SecretKey};
 
 /// ANSI X9.24-3-2017 caps the transaction counter's one-bits at 16, which bounds the number of
@@ -204,31 +204,43 @@ pub fn initial_key(
 ///
 /// A counter of zero yields the initial key itself.
 pub fn derivation_key(initial_key: &SecretKey, ksn: &Ksn) -> Result<SecretKey, DukptError> {
+    check_counter(ksn.counter)?;
+    derivation_key_unchecked(initial_key, &ksn.initial_key_id, ksn.counter)
+}
+
+/// Derives the intermediate derivation key for any 32-bit counter, without the one-bit rule,
+/// which the update key's reserved counter `FFFFFFFF` breaks.
+fn derivation_key_unchecked(
+    initial_key: &SecretKey,
+    id: &InitialKeyId,
+    counter: u32,
+) -> Result<SecretKey, DukptError> {
     let key_type = initial_key.algorithm();
     if !key_type.is_aes() {
         return Err(DukptError::InitialKeyNotAes {
             algorithm: key_type,
         });
     }
-    check_counter(ksn.counter)?;
 
-    let mut key = initial_key.duplicate();
+    // Each step replaces the key in this one buffer, so no intermediate key is left behind.
+    let len = key_type.key_len();
+    let mut key = Zeroizing::new([0u8; 32]);
+    key[..len].copy_from_slice(initial_key.expose());
     let mut working_counter = 0u32;
     for bit in (0..32).rev() {
         let mask = 1u32 << bit;
-        if ksn.counter & mask == 0 {
+        if counter & mask == 0 {
             continue;
         }
         working_counter |= mask;
         let data = derivation_data(
             KeyUsage::KeyDerivation,
             key_type,
-            &counter_suffix(&ksn.initial_key_id, working_counter),
+            &counter_suffix(id, working_counter),
         );
-        // The previous intermediate key is dropped, and so zeroized, at this assignment.
-        key = derive(&key, key_type, data)?;
+        derive_in_place(key_type, &mut key[..len], &data);
     }
-    Ok(key)
+    Ok(SecretKey::from_slice(key_type, &key[..len])?)
 }
 
 /// Derives the working key of one transaction: `usage` and `key_type` select the key, `ksn` the
@@ -244,6 +256,31 @@ pub fn working_key(
         usage,
         key_type,
         &counter_suffix(&ksn.initial_key_id, ksn.counter),
+    );
+    derive(&derivation, key_type, data)
+}
+
+/// The transaction counter reserved for the update key of ANSI X9.24-3-2017. All 32 bits are
+/// set, so no transaction uses it, because it breaks the 16 one-bit rule.
+pub const UPDATE_KEY_COUNTER: u32 = 0xFFFF_FFFF;
+
+/// Derives a device's update key (ANSI X9.24-3-2017): the key-encryption key under which a
+/// host sends the device a new initial key.
+///
+/// It is the key-encryption working key (usage `0002`) of the reserved counter `FFFFFFFF`,
+/// derived from the intermediate derivation key of that counter, which takes all 32 derivation
+/// steps. `key_type` is the algorithm of the update key, and so of the new initial key it
+/// protects.
+pub fn update_key(
+    initial_key: &SecretKey,
+    id: &InitialKeyId,
+    key_type: KeyAlgorithm,
+) -> Result<SecretKey, DukptError> {
+    let derivation = derivation_key_unchecked(initial_key, id, UPDATE_KEY_COUNTER)?;
+    let data = derivation_data(
+        KeyUsage::KeyEncryptionKey,
+        key_type,
+        &counter_suffix(id, UPDATE_KEY_COUNTER),
     );
     derive(&derivation, key_type, data)
 }
@@ -304,26 +341,38 @@ fn derivation_data(usage: KeyUsage, key_type: KeyAlgorithm, suffix: &[u8; 8]) ->
     data
 }
 
-/// Encrypts the derivation data once per 128 bits of key, bumping the key block counter.
+/// Derives a key of `key_type` from `key` and the derivation data.
 fn derive(
     key: &SecretKey,
     key_type: KeyAlgorithm,
     data: [u8; 16],
 ) -> Result<SecretKey, DukptError> {
-    let cipher = BlockCipher::new(key);
-    let len = key_type.key_len();
-    let mut output = Zeroizing::new(Vec::with_capacity(32));
-    let mut block = Zeroizing::new(data);
-    let mut counter = 1u8;
-    while output.len() < len {
-        block.copy_from_slice(&data);
+    let mut output = Zeroizing::new([0u8; 32]);
+    derive_bytes(key.algorithm(), key.expose(), &data, &mut output);
+    Ok(SecretKey::from_slice(
+        key_type,
+        &output[..key_type.key_len()],
+    )?)
+}
+
+/// Encrypts the derivation data under `key`, an AES key of `algorithm`, once per 128 bits of
+/// output, bumping the key block counter in byte 1: the first `output.len()` bytes of the
+/// results are the derived key.
+fn derive_bytes(algorithm: KeyAlgorithm, key: &[u8], data: &[u8; 16], output: &mut [u8; 32]) {
+    let length_bits = u16::from_be_bytes([data[6], data[7]]);
+    let blocks = if length_bits > 128 { 2 } else { 1 };
+    for (counter, block) in (1u8..).zip(output.chunks_exact_mut(16).take(blocks)) {
+        block.copy_from_slice(data);
         block[1] = counter;
-        cipher.encrypt_block(block.as_mut_slice());
-        output.extend_from_slice(block.as_slice());
-        counter += 1;
     }
-    output.truncate(len);
-    Ok(SecretKey::new(key_type, output)?)
+    aes_encrypt_blocks(algorithm, key, &mut output[..16 * blocks]);
+}
+
+/// Replaces `key`, an AES key of `algorithm`, by the key of the same type derived from it.
+fn derive_in_place(algorithm: KeyAlgorithm, key: &mut [u8], data: &[u8; 16]) {
+    let mut output = Zeroizing::new([0u8; 32]);
+    derive_bytes(algorithm, key, data, &mut output);
+    key.copy_from_slice(&output[..key.len()]);
 }
 
 fn decode_hex_exact<const N: usize>(text: &str) -> Option<[u8; N]> {

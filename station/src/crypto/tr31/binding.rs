@@ -19,9 +19,9 @@
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use super::header::{MAX_BLOCK_LEN, ParsedHeader};
+use super::header::{MAX_KEY_BLOCK_LEN, ParsedHeader};
 use super::{KeyBlockHeader, KeyBlockVersion, LengthMasking, Tr31Error, key_algorithm_for};
-use crate::crypto::block_cipher::{BlockCipher, CmacKey, cmac};
+use crate::crypto::block_cipher::{BlockCipher, CmacKey, MAX_BLOCK_LEN};
 use crate::crypto::{KeyAlgorithm, SecretKey};
 
 /// The protection parameters of one key block version.
@@ -139,10 +139,27 @@ impl Kbpk<'_> {
     }
 }
 
-/// The derived key pair of one key block. Both keys zeroize on drop.
+/// The derived keys of one key block, scheduled: the encryption key (KBEK) and the
+/// authentication key (KBAK). Both zeroize on drop.
 struct BlockKeys {
-    encryption: SecretKey,
-    authentication: SecretKey,
+    encryption: BlockCipher,
+    authentication: Authentication,
+}
+
+/// The KBAK, scheduled for the MAC of its version.
+enum Authentication {
+    /// TDES CBC-MAC (versions A and C).
+    CbcMac(BlockCipher),
+    /// CMAC (versions B, D and E).
+    Cmac(CmacKey),
+}
+
+/// What the KBEK will be used for, so that an AES KBEK is scheduled for decryption only when
+/// a CBC block is unwrapped.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Wrap,
+    Unwrap,
 }
 
 pub(super) fn wrap(
@@ -178,7 +195,7 @@ fn assemble(
 ) -> Result<String, Tr31Error> {
     let method = Method::of(header.version());
     method.check_kbpk(kbpk)?;
-    let keys = derive_keys(kbpk, method)?;
+    let keys = derive_keys(kbpk, method, Direction::Wrap)?;
 
     let key_len = key.expose().len();
     let payload_len = 2 + key_len + filler.len();
@@ -195,33 +212,35 @@ fn assemble(
 
     let header_len = header.text_len() + padding.map_or(0, |data| 4 + data.len());
     let block_len = header_len + 2 * payload_len + 2 * method.mac_len;
-    if block_len > MAX_BLOCK_LEN {
+    if block_len > MAX_KEY_BLOCK_LEN {
         return Err(Tr31Error::BlockTooLong { len: block_len });
     }
-    let header_text = header.encode(block_len, padding);
-    debug_assert_eq!(header_text.len(), header_len);
+    // The block is written once into a string of its final length.
+    let mut block = String::with_capacity(block_len);
+    header.encode_into(block_len, padding, &mut block);
+    debug_assert_eq!(block.len(), header_len);
 
-    let encryption = BlockCipher::new(&keys.encryption);
-    let (ciphertext_hex, mac) = match method.mode {
+    let mut mac = [0u8; MAX_BLOCK_LEN];
+    let mac = &mut mac[..method.mac_len];
+    match method.mode {
         Mode::VariantCbc => {
-            encryption.cbc_encrypt(&header_text.as_bytes()[..8], &mut payload);
-            let mac = variant_mac(&keys.authentication, &header_text, &payload, method);
-            (hex::encode_upper(payload.as_slice()), mac)
+            keys.encryption
+                .cbc_encrypt(&block.as_bytes()[..8], &mut payload);
+            keys.mac(&block, &payload, mac);
         }
-        Mode::MacThenCbc | Mode::MacThenCtr => {
-            let mac = payload_mac(&keys.authentication, &header_text, &payload);
-            if method.mode == Mode::MacThenCbc {
-                encryption.cbc_encrypt(&mac, &mut payload);
-            } else {
-                encryption.ctr_apply(&mac, &mut payload);
-            }
-            (hex::encode_upper(payload.as_slice()), mac)
+        Mode::MacThenCbc => {
+            keys.mac(&block, &payload, mac);
+            keys.encryption.cbc_encrypt(mac, &mut payload);
         }
-    };
+        Mode::MacThenCtr => {
+            keys.mac(&block, &payload, mac);
+            keys.encryption.ctr_apply(mac, &mut payload);
+        }
+    }
 
-    let mut block = header_text;
-    block.push_str(&ciphertext_hex);
-    block.push_str(&hex::encode_upper(mac.as_slice()));
+    push_hex_upper(&mut block, &payload);
+    push_hex_upper(&mut block, mac);
+    debug_assert_eq!(block.len(), block_len);
     Ok(block)
 }
 
@@ -255,33 +274,36 @@ pub(super) fn unwrap(
         });
     }
     let (data_hex, mac_hex) = body.split_at(data_hex_len);
-    let mut payload = Zeroizing::new(decode_hex(
+    let mut payload = Zeroizing::new(vec![0u8; data_hex.len() / 2]);
+    decode_hex(
         data_hex,
         "encrypted key data",
         parsed.header_len,
-    )?);
-    let mac = decode_hex(mac_hex, "MAC", parsed.header_len + data_hex.len())?;
+        &mut payload,
+    )?;
+    let mut mac = [0u8; MAX_BLOCK_LEN];
+    let mac = &mut mac[..method.mac_len];
+    decode_hex(mac_hex, "MAC", parsed.header_len + data_hex.len(), mac)?;
 
-    let keys = derive_keys(kbpk, method)?;
-    let encryption = BlockCipher::new(&keys.encryption);
-    let verified = match method.mode {
+    let keys = derive_keys(kbpk, method, Direction::Unwrap)?;
+    let mut expected = [0u8; MAX_BLOCK_LEN];
+    let expected = &mut expected[..method.mac_len];
+    match method.mode {
         Mode::VariantCbc => {
-            let expected = variant_mac(&keys.authentication, header_text, &payload, method);
-            let verified = bool::from(expected.ct_eq(&mac));
-            encryption.cbc_decrypt(&header_text.as_bytes()[..8], &mut payload);
-            verified
+            keys.mac(header_text, &payload, expected);
+            keys.encryption
+                .cbc_decrypt(&header_text.as_bytes()[..8], &mut payload);
         }
-        Mode::MacThenCbc | Mode::MacThenCtr => {
-            if method.mode == Mode::MacThenCbc {
-                encryption.cbc_decrypt(&mac, &mut payload);
-            } else {
-                encryption.ctr_apply(&mac, &mut payload);
-            }
-            let expected = payload_mac(&keys.authentication, header_text, &payload);
-            bool::from(expected.ct_eq(&mac))
+        Mode::MacThenCbc => {
+            keys.encryption.cbc_decrypt(mac, &mut payload);
+            keys.mac(header_text, &payload, expected);
         }
-    };
-    if !verified {
+        Mode::MacThenCtr => {
+            keys.encryption.ctr_apply(mac, &mut payload);
+            keys.mac(header_text, &payload, expected);
+        }
+    }
+    if !bool::from(expected.ct_eq(mac)) {
         return Err(Tr31Error::MacMismatch);
     }
 
@@ -317,7 +339,13 @@ fn padding_block(header_len: usize, alignment: usize) -> Result<Option<String>, 
     Ok(Some(data))
 }
 
-fn derive_keys(kbpk: Kbpk<'_>, method: Method) -> Result<BlockKeys, Tr31Error> {
+fn derive_keys(
+    kbpk: Kbpk<'_>,
+    method: Method,
+    direction: Direction,
+) -> Result<BlockKeys, Tr31Error> {
+    // Only CBC unwrapping decrypts under the KBEK: CTR and CBC wrapping only encrypt.
+    let decrypt = direction == Direction::Unwrap && method.mode != Mode::MacThenCtr;
     match method.keys {
         KeyDerivation::Variant => {
             let Kbpk::Clear(kbpk) = kbpk else {
@@ -325,32 +353,73 @@ fn derive_keys(kbpk: Kbpk<'_>, method: Method) -> Result<BlockKeys, Tr31Error> {
                     version: method.version.code(),
                 });
             };
-            let mut encryption = Zeroizing::new(kbpk.expose().to_vec());
-            let mut authentication = Zeroizing::new(kbpk.expose().to_vec());
-            encryption.iter_mut().for_each(|byte| *byte ^= 0x45);
-            authentication.iter_mut().for_each(|byte| *byte ^= 0x4D);
+            let algorithm = kbpk.algorithm();
+            let len = algorithm.key_len();
+            let mut variant = Zeroizing::new([0u8; 32]);
+            let variant = &mut variant[..len];
+            variant.copy_from_slice(kbpk.expose());
+            variant.iter_mut().for_each(|byte| *byte ^= 0x45);
+            let encryption = BlockCipher::from_bytes(algorithm, variant, true);
+            // 0x45 ^ 0x08 = 0x4D: the authentication variant from the encryption variant.
+            variant.iter_mut().for_each(|byte| *byte ^= 0x08);
+            let authentication = BlockCipher::from_bytes(algorithm, variant, false);
             Ok(BlockKeys {
-                encryption: SecretKey::new(kbpk.algorithm(), encryption)?,
-                authentication: SecretKey::new(kbpk.algorithm(), authentication)?,
+                encryption,
+                authentication: Authentication::CbcMac(authentication),
             })
         }
         KeyDerivation::Cmac { encryption_usage } => {
             // The clear KBPK is scheduled once for all CMAC blocks of both keys.
-            let scheduled = match kbpk {
-                Kbpk::Clear(key) => KdfKey::Clear(Box::new(CmacKey::new(key)), key.algorithm()),
+            let scheduled;
+            let kdf_key = match kbpk {
+                Kbpk::Clear(key) => {
+                    scheduled = CmacKey::new(key);
+                    KdfKey::Clear(&scheduled, key.algorithm())
+                }
                 Kbpk::External(key) => KdfKey::External(key),
             };
+            let algorithm = kdf_key.algorithm();
+            let len = algorithm.key_len();
+            let mut derived = Zeroizing::new([0u8; 32]);
+            let derived = &mut derived[..len];
+
+            derive_one(&kdf_key, encryption_usage, derived)?;
+            let encryption = BlockCipher::from_bytes(algorithm, derived, decrypt);
+            derive_one(&kdf_key, 0x0001, derived)?;
+            let authentication = CmacKey::from_bytes(algorithm, derived);
             Ok(BlockKeys {
-                encryption: derive_one(&scheduled, encryption_usage)?,
-                authentication: derive_one(&scheduled, 0x0001)?,
+                encryption,
+                authentication: Authentication::Cmac(authentication),
             })
         }
     }
 }
 
+impl BlockKeys {
+    /// Computes the MAC of the header text and `data` into `mac`, truncated to its length:
+    /// the CMAC of the clear payload (versions B, D, E) or the CBC-MAC of the binary ciphertext
+    /// (versions A and C). Both parts are whole blocks for CBC-MAC.
+    fn mac(&self, header: &str, data: &[u8], mac: &mut [u8]) {
+        let mut full = Zeroizing::new([0u8; MAX_BLOCK_LEN]);
+        let full = match &self.authentication {
+            Authentication::CbcMac(cipher) => {
+                let full = &mut full[..cipher.block_len()];
+                cipher.cbc_mac(&[header.as_bytes(), data], full);
+                full
+            }
+            Authentication::Cmac(key) => {
+                let full = &mut full[..key.block_len()];
+                key.compute(&[header.as_bytes(), data], full);
+                full
+            }
+        };
+        mac.copy_from_slice(&full[..mac.len()]);
+    }
+}
+
 /// The KBPK as the CMAC KDF uses it: scheduled in station memory, or held outside.
 enum KdfKey<'a> {
-    Clear(Box<CmacKey>, KeyAlgorithm),
+    Clear(&'a CmacKey, KeyAlgorithm),
     External(&'a dyn super::ExternalKbpk),
 }
 
@@ -362,77 +431,94 @@ impl KdfKey<'_> {
         }
     }
 
-    fn cmac(&self, data: &[u8]) -> Result<Zeroizing<Vec<u8>>, Tr31Error> {
+    /// Computes the CMAC of `data` into `tag`, one block long.
+    fn cmac(&self, data: &[u8], tag: &mut [u8]) -> Result<(), Tr31Error> {
         match self {
-            Self::Clear(key, _) => Ok(key.compute(data)),
-            Self::External(key) => key.cmac(data).map_err(Tr31Error::ExternalKbpk),
+            Self::Clear(key, _) => key.compute(&[data], tag),
+            Self::External(key) => {
+                let computed = key.cmac(data).map_err(Tr31Error::ExternalKbpk)?;
+                if computed.len() != tag.len() {
+                    return Err(Tr31Error::ExternalKbpk(format!(
+                        "the external KBPK returned a {}-byte CMAC; a {} CMAC is {} bytes",
+                        computed.len(),
+                        key.algorithm(),
+                        tag.len()
+                    )));
+                }
+                tag.copy_from_slice(&computed);
+            }
         }
+        Ok(())
     }
 }
 
-/// Derives one key of the KBPK's own algorithm and length with the CMAC counter-mode KDF.
-fn derive_one(kbpk: &KdfKey<'_>, usage: u16) -> Result<SecretKey, Tr31Error> {
-    let indicator: u16 = match kbpk.algorithm() {
+/// Derives one key of the KBPK's own algorithm and length into `output` with the CMAC
+/// counter-mode KDF.
+fn derive_one(kbpk: &KdfKey<'_>, usage: u16, output: &mut [u8]) -> Result<(), Tr31Error> {
+    let algorithm = kbpk.algorithm();
+    let indicator: u16 = match algorithm {
         KeyAlgorithm::Tdes2 => 0x0000,
         KeyAlgorithm::Tdes3 => 0x0001,
         KeyAlgorithm::Aes128 => 0x0002,
         KeyAlgorithm::Aes192 => 0x0003,
         KeyAlgorithm::Aes256 => 0x0004,
     };
-    let len = kbpk.algorithm().key_len();
-    let bits = u16::try_from(len * 8).expect("key lengths are at most 256 bits");
-    let mut output = Zeroizing::new(Vec::with_capacity(32));
-    let mut counter = 1u8;
-    while output.len() < len {
-        let mut data = [0u8; 8];
+    let bits = u16::try_from(output.len() * 8).expect("key lengths are at most 256 bits");
+    let mut data = [0u8; 8];
+    data[1..3].copy_from_slice(&usage.to_be_bytes());
+    data[3] = 0x00;
+    data[4..6].copy_from_slice(&indicator.to_be_bytes());
+    data[6..8].copy_from_slice(&bits.to_be_bytes());
+
+    let block_len = algorithm.block_len();
+    let mut block = Zeroizing::new([0u8; MAX_BLOCK_LEN]);
+    let block = &mut block[..block_len];
+    for (counter, chunk) in (1u8..).zip(output.chunks_mut(block_len)) {
         data[0] = counter;
-        data[1..3].copy_from_slice(&usage.to_be_bytes());
-        data[3] = 0x00;
-        data[4..6].copy_from_slice(&indicator.to_be_bytes());
-        data[6..8].copy_from_slice(&bits.to_be_bytes());
-        output.extend_from_slice(&kbpk.cmac(&data)?);
-        counter += 1;
+        kbpk.cmac(&data, block)?;
+        chunk.copy_from_slice(&block[..chunk.len()]);
     }
-    output.truncate(len);
-    Ok(SecretKey::new(kbpk.algorithm(), output)?)
+    Ok(())
 }
 
-/// CMAC over the header text and the clear payload (versions B, D, E).
-fn payload_mac(kbak: &SecretKey, header: &str, payload: &[u8]) -> Zeroizing<Vec<u8>> {
-    let mut message = Zeroizing::new(Vec::with_capacity(header.len() + payload.len()));
-    message.extend_from_slice(header.as_bytes());
-    message.extend_from_slice(payload);
-    cmac(kbak, &message)
-}
-
-/// TDES CBC-MAC over the header text and the binary ciphertext, truncated to the MAC length
-/// (versions A and C). Both parts are whole 8-byte blocks.
-fn variant_mac(
-    kbak: &SecretKey,
-    header: &str,
-    ciphertext: &[u8],
-    method: Method,
-) -> Zeroizing<Vec<u8>> {
-    let mut message = Vec::with_capacity(header.len() + ciphertext.len());
-    message.extend_from_slice(header.as_bytes());
-    message.extend_from_slice(ciphertext);
-    let mut mac = BlockCipher::new(kbak).cbc_mac(&message);
-    mac.truncate(method.mac_len);
-    mac
-}
-
-fn decode_hex(text: &str, field: &'static str, offset: usize) -> Result<Vec<u8>, Tr31Error> {
-    if let Some(index) = text.bytes().position(|byte| !byte.is_ascii_hexdigit()) {
-        return Err(Tr31Error::InvalidHex {
-            field,
-            position: offset + index,
-        });
+/// Appends `bytes` to `out` as uppercase hex.
+fn push_hex_upper(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0F)]));
     }
-    let decoded = hex::decode(text).map_err(|_| Tr31Error::InvalidHex {
-        field,
-        position: offset,
-    })?;
-    Ok(decoded)
+}
+
+/// Decodes hex `text` (either case) into `output`, which is half its length, naming the field
+/// and the position in the block of the first character that is not a hex digit.
+fn decode_hex(
+    text: &str,
+    field: &'static str,
+    offset: usize,
+    output: &mut [u8],
+) -> Result<(), Tr31Error> {
+    debug_assert_eq!(
+        text.len(),
+        2 * output.len(),
+        "bug: hex text is two digits a byte"
+    );
+    let digit = |index: usize| {
+        let byte = text.as_bytes()[index];
+        match byte {
+            b'0'..=b'9' => Ok(byte - b'0'),
+            b'A'..=b'F' => Ok(byte - b'A' + 10),
+            b'a'..=b'f' => Ok(byte - b'a' + 10),
+            _ => Err(Tr31Error::InvalidHex {
+                field,
+                position: offset + index,
+            }),
+        }
+    };
+    for (index, byte) in output.iter_mut().enumerate() {
+        *byte = (digit(2 * index)? << 4) | digit(2 * index + 1)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -33,14 +33,13 @@ macro_rules! code_enum {
 
             /// Parses a header code.
             pub fn from_code_str(code: &str) -> Result<Self, Tr31Error> {
-                Self::ALL
-                    .iter()
-                    .copied()
-                    .find(|value| value.code_str() == code)
-                    .ok_or_else(|| Tr31Error::UnknownCode {
+                match code {
+                    $($code => Ok(Self::$variant),)*
+                    _ => Err(Tr31Error::UnknownCode {
                         field: $field,
                         code: code.to_owned(),
-                    })
+                    }),
+                }
             }
         }
 

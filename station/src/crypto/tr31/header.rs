@@ -49,7 +49,7 @@ pub struct KeyBlockHeader {
 pub(crate) const FIXED_HEADER_LEN: usize = 16;
 
 /// The largest key block the 4-digit length field can describe.
-pub(crate) const MAX_BLOCK_LEN: usize = 9999;
+pub(crate) const MAX_KEY_BLOCK_LEN: usize = 9999;
 
 /// A header parsed from the front of a key block, with the facts `unwrap` checks against.
 pub(crate) struct ParsedHeader {
@@ -172,7 +172,7 @@ impl KeyBlockHeader {
             extended_length_bytes: None,
         };
         let len = self.text_len() + block.encoded_len();
-        if len > MAX_BLOCK_LEN {
+        if len > MAX_KEY_BLOCK_LEN {
             return Err(Tr31Error::BlockTooLong { len });
         }
         self.optional_blocks.push(block);
@@ -201,20 +201,26 @@ impl KeyBlockHeader {
 
     /// Writes the header text with the given length field and optional padding block.
     pub(crate) fn encode(&self, block_len: usize, padding: Option<&str>) -> String {
-        let count = self.optional_blocks.len() + usize::from(padding.is_some());
         let mut out = String::with_capacity(self.text_len() + 8);
+        self.encode_into(block_len, padding, &mut out);
+        out
+    }
+
+    /// Appends the header text with the given length field and optional padding block to `out`.
+    pub(crate) fn encode_into(&self, block_len: usize, padding: Option<&str>, out: &mut String) {
+        let count = self.optional_blocks.len() + usize::from(padding.is_some());
         out.push(self.version.code());
-        out.push_str(&format!("{block_len:04}"));
+        push_decimal(out, block_len, 4);
         out.push_str(self.key_usage.code_str());
         out.push_str(self.algorithm.code_str());
         out.push_str(self.mode_of_use.code_str());
         out.push_str(self.key_version.as_str());
         out.push_str(self.exportability.code_str());
-        out.push_str(&format!("{count:02}"));
+        push_decimal(out, count, 2);
         out.push_str(self.key_context.code_str());
         out.push('0');
         for block in &self.optional_blocks {
-            block.encode_into(&mut out);
+            block.encode_into(out);
         }
         if let Some(padding) = padding {
             OptionalBlock {
@@ -222,9 +228,8 @@ impl KeyBlockHeader {
                 data: padding.to_owned(),
                 extended_length_bytes: None,
             }
-            .encode_into(&mut out);
+            .encode_into(out);
         }
-        out
     }
 
     /// Length of the header text without a padding block.
@@ -336,6 +341,19 @@ fn parse_header(text: &str, strictness: Strictness) -> Result<ParsedHeader, Tr31
         declared_len,
         header_len: position,
     })
+}
+
+/// Appends `value` as exactly `digits` decimal digits. Callers check the range: a key block
+/// length is at most 9999 and an optional block count at most 99.
+fn push_decimal(out: &mut String, value: usize, digits: u32) {
+    debug_assert!(
+        value < 10usize.pow(digits),
+        "bug: {value} has more than {digits} digits"
+    );
+    for position in (0..digits).rev() {
+        let digit = (value / 10usize.pow(position)) % 10;
+        out.push(char::from(b'0' + digit as u8));
+    }
 }
 
 fn parse_decimal(

@@ -5,6 +5,8 @@
 //! and printable data. A length of `00` selects the extended form: 2 hex digits giving the
 //! number of bytes of the length, then the length in twice that many hex digits.
 
+use std::fmt::Write as _;
+
 use super::Tr31Error;
 
 /// One optional block: its ID and data, and the length-of-length of the extended form if the
@@ -33,15 +35,17 @@ impl OptionalBlock {
         &self.data
     }
 
-    /// Appends the block in its wire form.
+    /// Appends the block in its wire form. Writing to a `String` cannot fail.
     pub(super) fn encode_into(&self, out: &mut String) {
         out.push_str(&self.id);
         match self.length_form() {
-            None => out.push_str(&format!("{:02X}", 4 + self.data.len())),
+            None => {
+                let _ = write!(out, "{:02X}", 4 + self.data.len());
+            }
             Some(bytes) => {
                 let digits = 2 * bytes;
                 let total = 6 + digits + self.data.len();
-                out.push_str(&format!("00{bytes:02X}{total:0digits$X}"));
+                let _ = write!(out, "00{bytes:02X}{total:0digits$X}");
             }
         }
         out.push_str(&self.data);
