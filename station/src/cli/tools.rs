@@ -667,6 +667,12 @@ fn legacy_kcv(key: &SecretKey) -> String {
 fn parse_key(argument: &'static str, text: &str, family: Family) -> Result<SecretKey, ToolsError> {
     let text = text.trim();
     let digits = text.len();
+    if !digits.is_multiple_of(2) {
+        return Err(ToolsError::new(
+            argument,
+            format!("the key has an odd number of hex digits ({digits}); give two digits per byte"),
+        ));
+    }
     let algorithm = match (family, digits) {
         (Family::Tdes, 32) => KeyAlgorithm::Tdes2,
         (Family::Tdes, 48) => KeyAlgorithm::Tdes3,

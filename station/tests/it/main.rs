@@ -14,4 +14,5 @@ mod link;
 mod pkcs11;
 mod pki;
 mod provision;
+mod tools;
 mod vault;
