@@ -94,6 +94,58 @@ impl Context {
     }
 }
 
+impl Context {
+    /// Runs `station keys inventory`: one block per key, for auditors.
+    pub async fn key_inventory(&self) -> Result<(), String> {
+        let database = self.open_database().await?;
+        let result = match Vault::open(database.pool.clone(), &self.data_dir) {
+            Ok(vault) => vault.inventory().await,
+            Err(error) => Err(error),
+        };
+        database.close().await;
+        let entries = result.map_err(|error| error.to_string())?;
+        if entries.is_empty() {
+            println!("the vault holds no keys");
+        }
+        for entry in entries {
+            let key = &entry.key;
+            println!("{}", key.label);
+            println!("  algorithm   {}", key.algorithm.name());
+            println!("  usage       {}", key.usage.name());
+            println!("  KCV         {}", key.kcv);
+            if let Some(bdk_id) = key.bdk_id {
+                println!("  BDK ID      {}", hex::encode_upper(bdk_id));
+            }
+            println!("  status      {}", key.status.name());
+            println!("  storage     {}", key.storage.name());
+            println!("  created     {}", entry.created_at.to_rfc3339());
+            match &entry.creation_ceremony {
+                Some(ceremony) => {
+                    println!(
+                        "  ceremony    {} {} ({})",
+                        ceremony.script_name,
+                        ceremony.id,
+                        ceremony.started_at.to_rfc3339()
+                    );
+                    println!("  custodians  {}", ceremony.custodians.join(", "));
+                }
+                None => println!("  ceremony    none recorded"),
+            }
+            println!("  history");
+            for event in &entry.history {
+                println!(
+                    "    {}  {:<28} {:<8} by {}",
+                    event.occurred_at.to_rfc3339(),
+                    event.action,
+                    event.outcome,
+                    event.actor
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Formats one line of `station keys list` in fixed-width columns.
 fn key_row(columns: [&str; 7]) -> String {
     let [label, algorithm, usage, kcv, bdk_id, status, storage] = columns;

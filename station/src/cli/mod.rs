@@ -80,6 +80,8 @@ pub enum AuditCommand {
 pub enum KeysCommand {
     /// List every key with its label, algorithm, usage, check value and status.
     List,
+    /// Show every key's full record: creation ceremony, custodians and history.
+    Inventory,
 }
 
 /// Sets up logging to stderr. `RUST_LOG` overrides the level given by `-v`.
@@ -122,6 +124,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
             Command::Provision(args) => provision::run(&context, args).await,
             Command::Audit(AuditCommand::Verify) => context.audit_verify().await,
             Command::Keys(KeysCommand::List) => context.list_keys().await,
+            Command::Keys(KeysCommand::Inventory) => context.key_inventory().await,
             Command::User(command) => user::run(&context, command).await,
             Command::TerminalSim(_) | Command::Tools(_) => {
                 unreachable!("handled before the runtime starts")

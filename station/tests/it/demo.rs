@@ -63,6 +63,15 @@ fn demo_runs_twice_and_audit_verifies() {
     assert!(listing.contains("line-bdk"), "{listing}");
     assert!(listing.contains("5A1E0001"), "{listing}");
     assert!(listing.contains("line-transport"), "{listing}");
+
+    let output = station(&data_dir, &["keys", "inventory"]);
+    let inventory = text(&output.stdout);
+    assert!(output.status.success(), "{inventory}");
+    assert!(inventory.contains("ceremony    load-line-keys"), "{inventory}");
+    assert!(inventory.contains("custodians  alice, bob"), "{inventory}");
+    // Both demo runs loaded the BDK: the first stored it, the second found it present.
+    assert!(inventory.contains("vault.key-stored"), "{inventory}");
+    assert!(inventory.contains("vault.key-already-present"), "{inventory}");
 }
 
 #[test]
