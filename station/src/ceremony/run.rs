@@ -321,35 +321,44 @@ fn check_same_people(
 }
 
 /// Chooses which steps on record must run again after a restart, because a step still to run
-/// needs what they formed in memory: a key (`generate-key`, `enter-key`) or the unsealed vault
-/// (`unseal`, `initialise`). Nothing formed in memory survives a restart.
+/// needs what they formed in memory: a key (`generate-key`, `enter-key`, `combine`), entered
+/// parts (`enter-parts`) or the unsealed vault (`unseal`, `initialise`). A step chosen this way
+/// may itself need an earlier step again, as `combine` needs its `enter-parts`. Nothing formed in
+/// memory survives a restart.
 pub(super) fn plan_rerun(script: &CeremonyScript, completed: &BTreeSet<usize>) -> BTreeSet<usize> {
-    let mut rerun = BTreeSet::new();
-    let producers: BTreeMap<&str, usize> = script
-        .steps
+    let steps = &script.steps;
+    let key_producers: BTreeMap<&str, usize> = steps
         .iter()
         .enumerate()
         .filter_map(|(index, step)| step.forms_key().map(|key| (key, index + 1)))
         .collect();
-    for (index, step) in script.steps.iter().enumerate() {
-        let number = index + 1;
-        if completed.contains(&number) {
-            continue;
+    let part_producers: BTreeMap<&str, usize> = steps
+        .iter()
+        .enumerate()
+        .filter_map(|(index, step)| step.forms_parts().map(|key| (key, index + 1)))
+        .collect();
+
+    let mut rerun = BTreeSet::new();
+    let mut pending: Vec<usize> = (1..=steps.len())
+        .filter(|number| !completed.contains(number))
+        .collect();
+    while let Some(number) = pending.pop() {
+        let step = &steps[number - 1];
+        let mut needed = Vec::new();
+        if let Some(producer) = step.uses_key().and_then(|key| key_producers.get(key)) {
+            needed.push(*producer);
         }
-        if let Some(producer) = step.uses_key().and_then(|key| producers.get(key))
-            && completed.contains(producer)
+        if let Some(producer) = step.uses_parts().and_then(|key| part_producers.get(key)) {
+            needed.push(*producer);
+        }
+        if step.needs_unsealed_vault()
+            && let Some(position) = steps[..number - 1].iter().rposition(Step::unseals_vault)
         {
-            rerun.insert(*producer);
+            needed.push(position + 1);
         }
-        if step.needs_unsealed_vault() {
-            let unseal = script.steps[..index]
-                .iter()
-                .rposition(Step::unseals_vault)
-                .map(|position| position + 1);
-            if let Some(unseal) = unseal
-                && completed.contains(&unseal)
-            {
-                rerun.insert(unseal);
+        for producer in needed {
+            if completed.contains(&producer) && rerun.insert(producer) {
+                pending.push(producer);
             }
         }
     }

@@ -164,6 +164,20 @@ pub enum Step {
         #[serde(default)]
         shares: Option<usize>,
     },
+    /// Custodians enter components or shares of a key, each checked against the check value on
+    /// its form. A later `combine` step forms the key from them.
+    EnterParts {
+        key: String,
+        algorithm: KeyAlgorithm,
+        #[serde(default)]
+        components: Option<usize>,
+        /// How many shares are entered (the split's threshold).
+        #[serde(default)]
+        shares: Option<usize>,
+    },
+    /// Combines the parts an `enter-parts` step took and compares the key's check value with the
+    /// one their forms state.
+    Combine { key: String },
     /// Compares the check value of a key formed in this ceremony (`key`) or stored in the vault
     /// (`label`) with a value known in advance, such as the one on the sender's key form.
     CompareKcv {
@@ -241,6 +255,17 @@ impl Step {
                     "{needed} custodians each enter their {part} of {algorithm} key {key:?}; each is checked by KCV, then they are combined and the key's KCV is checked"
                 )
             }
+            Self::EnterParts { key, algorithm, .. } => {
+                let split = self.entry_split();
+                let needed = split.map(Split::needed).unwrap_or(0);
+                let part = split.map(Split::part_name).unwrap_or("part");
+                format!(
+                    "{needed} custodians each enter their {part} of {algorithm} key {key:?}; each is checked by KCV"
+                )
+            }
+            Self::Combine { key } => format!(
+                "the parts of key {key:?} are combined and the key's KCV is checked against the forms"
+            ),
             Self::CompareKcv {
                 key,
                 label,
@@ -307,6 +332,9 @@ impl Step {
             Self::Unseal { components, shares }
             | Self::EnterKey {
                 components, shares, ..
+            }
+            | Self::EnterParts {
+                components, shares, ..
             } => {
                 match (components, shares) {
                     (Some(count), None) => Some(Split::Components { count: *count }),
@@ -359,7 +387,9 @@ impl Step {
     /// The name of the in-memory key the step forms, if any.
     pub fn forms_key(&self) -> Option<&str> {
         match self {
-            Self::GenerateKey { key, .. } | Self::EnterKey { key, .. } => Some(key),
+            Self::GenerateKey { key, .. } | Self::EnterKey { key, .. } | Self::Combine { key } => {
+                Some(key)
+            }
             _ => None,
         }
     }
@@ -369,6 +399,22 @@ impl Step {
         match self {
             Self::StoreKey { key, .. } => Some(key),
             Self::CompareKcv { key, .. } => key.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The name of the key whose entered parts the step forms, if any.
+    pub fn forms_parts(&self) -> Option<&str> {
+        match self {
+            Self::EnterParts { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
+    /// The name of the key whose entered parts the step uses, if any.
+    pub fn uses_parts(&self) -> Option<&str> {
+        match self {
+            Self::Combine { key } => Some(key),
             _ => None,
         }
     }
@@ -466,6 +512,7 @@ impl CeremonyScript {
         let mut checker = StepChecker {
             custodians,
             formed: BTreeMap::new(),
+            entered: BTreeMap::new(),
             stored_labels: BTreeSet::new(),
             unsealed: false,
         };
@@ -510,6 +557,8 @@ fn invalid(reason: String) -> CeremonyError {
 struct StepChecker {
     custodians: usize,
     formed: BTreeMap<String, KeyAlgorithm>,
+    /// Keys whose parts an `enter-parts` step took and no `combine` step has used yet.
+    entered: BTreeMap<String, KeyAlgorithm>,
     stored_labels: BTreeSet<String>,
     unsealed: bool,
 }
@@ -540,6 +589,23 @@ impl StepChecker {
                         "key {key:?} is formed twice; give each key its own name"
                     ));
                 }
+            }
+            Step::EnterParts { key, algorithm, .. } => {
+                self.check_split(step)?;
+                validate_label(key).map_err(|error| format!("key name: {error}"))?;
+                let taken = self.formed.contains_key(key)
+                    || self.entered.insert(key.clone(), *algorithm).is_some();
+                if taken {
+                    return Err(format!(
+                        "key {key:?} is formed twice; give each key its own name"
+                    ));
+                }
+            }
+            Step::Combine { key } => {
+                let algorithm = self.entered.remove(key).ok_or_else(|| {
+                    format!("no earlier enter-parts step enters the parts of key {key:?}")
+                })?;
+                self.formed.insert(key.clone(), algorithm);
             }
             Step::CompareKcv {
                 key,

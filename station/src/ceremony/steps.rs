@@ -61,6 +61,8 @@ pub(super) struct Ceremony<'a> {
     pub(super) script: &'a CeremonyScript,
     participants: &'a [Participant],
     keys: BTreeMap<String, SecretKey>,
+    /// Parts entered by `enter-parts` steps and not yet combined, by key name.
+    parts: BTreeMap<String, Vec<EnteredPart>>,
 }
 
 impl<'a> Ceremony<'a> {
@@ -78,12 +80,14 @@ impl<'a> Ceremony<'a> {
             script,
             participants,
             keys: BTreeMap::new(),
+            parts: BTreeMap::new(),
         }
     }
 
     /// Drops every key formed in memory, zeroizing it.
     pub(super) fn forget_keys(&mut self) {
         self.keys.clear();
+        self.parts.clear();
     }
 
     fn context(&self, number: usize) -> StepContext {
@@ -282,6 +286,49 @@ impl<'a> Ceremony<'a> {
                     key,
                     json!({
                         "algorithm": algorithm,
+                        "kcv": kcv.to_hex(),
+                        "kcv_method": kcv.method().name(),
+                    }),
+                    Outcome::Success,
+                    Some(number),
+                )
+                .await?;
+                self.keys.insert(key.clone(), secret);
+                Ok(None)
+            }
+            Step::EnterParts { key, algorithm, .. } => {
+                let split = step.entry_split().ok_or_else(|| {
+                    CeremonyError::InvalidScript(format!("step {number}: no split"))
+                })?;
+                let entered = self
+                    .enter_parts(&context, key, *algorithm, split, inputs)
+                    .await?;
+                self.append(
+                    "station",
+                    "ceremony.parts-entered",
+                    key,
+                    json!({ "algorithm": algorithm, "count": entered.len() }),
+                    Outcome::Success,
+                    Some(number),
+                )
+                .await?;
+                self.parts.insert(key.clone(), entered);
+                Ok(None)
+            }
+            Step::Combine { key } => {
+                let entered = self.parts.remove(key).ok_or_else(|| {
+                    CeremonyError::InvalidScript(format!(
+                        "step {number}: no parts of key {key:?} were entered"
+                    ))
+                })?;
+                let (secret, kcv) = self.combine_parts(key, &entered).await?;
+                drop(entered);
+                self.append(
+                    "station",
+                    "ceremony.key-combined",
+                    key,
+                    json!({
+                        "algorithm": secret.algorithm(),
                         "kcv": kcv.to_hex(),
                         "kcv_method": kcv.method().name(),
                     }),
@@ -733,6 +780,22 @@ impl<'a> Ceremony<'a> {
         split: Split,
         inputs: &mut dyn CeremonyInputs,
     ) -> Result<(SecretKey, Kcv), CeremonyError> {
+        let entered = self
+            .enter_parts(context, label, algorithm, split, inputs)
+            .await?;
+        self.combine_parts(label, &entered).await
+    }
+
+    /// Takes the parts of one key from distinct custodians, checks each against the check value
+    /// on its form and audits each entry.
+    async fn enter_parts(
+        &mut self,
+        context: &StepContext,
+        label: &str,
+        algorithm: KeyAlgorithm,
+        split: Split,
+        inputs: &mut dyn CeremonyInputs,
+    ) -> Result<Vec<EnteredPart>, CeremonyError> {
         let number = context.number;
         let request = PartRequest {
             key_label: label.to_owned(),
@@ -766,8 +829,22 @@ impl<'a> Ceremony<'a> {
             }
             self.audit_part(label, part, Outcome::Success).await?;
         }
+        Ok(entered)
+    }
 
-        let stated = &entered[0].key_kcv;
+    /// Combines checked parts and compares the key's check value with the one all their forms
+    /// state.
+    async fn combine_parts(
+        &mut self,
+        label: &str,
+        entered: &[EnteredPart],
+    ) -> Result<(SecretKey, Kcv), CeremonyError> {
+        let Some(first) = entered.first() else {
+            return Err(CeremonyError::InvalidScript(format!(
+                "no parts of key {label:?} were entered"
+            )));
+        };
+        let stated = &first.key_kcv;
         for part in &entered[1..] {
             if part.key_kcv.method() != stated.method() || !part.key_kcv.matches(stated)? {
                 return Err(CeremonyError::KeyKcvDisagree {
@@ -777,7 +854,7 @@ impl<'a> Ceremony<'a> {
                 });
             }
         }
-        let key = combine(&entered)?;
+        let key = combine(entered)?;
         let kcv = Kcv::compute_len(&key, stated.method(), stated.value().len())?;
         if !stated.matches(&kcv)? {
             self.append(

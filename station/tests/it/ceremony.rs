@@ -485,6 +485,10 @@ fn scripts_breaking_rules_are_rejected() {
             "step 2: key \"missing\" is not formed by an earlier generate-key or enter-key step",
         ),
         (
+            "[[steps]]\nkind = \"combine\"\nkey = \"k\"\n",
+            "step 1: no earlier enter-parts step enters the parts of key \"k\"",
+        ),
+        (
             "[[steps]]\nkind = \"unseal\"\ncomponents = 2\nshares = 2\n",
             "step 1: give either components = N, or shares = N",
         ),

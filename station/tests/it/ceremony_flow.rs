@@ -901,3 +901,108 @@ async fn record_shows_participants_and_outcome() {
     );
     assert_eq!(text.matches("signature: ____").count(), 4, "{text}");
 }
+
+/// A script that enters the parts of a key, has the witness attest, and only then combines and
+/// stores them.
+const PARTS_SCRIPT: &str = r#"
+name = "enter-then-combine"
+purpose = "Enter a transport key's components, attest, then combine and store it"
+
+[roles]
+custodian = 2
+witness = 1
+
+[[steps]]
+kind = "unseal"
+shares = 2
+
+[[steps]]
+kind = "enter-parts"
+key = "transport"
+algorithm = "aes128"
+components = 2
+
+[[steps]]
+kind = "attest"
+role = "witness"
+statement = "Both components were entered from sealed envelopes."
+
+[[steps]]
+kind = "combine"
+key = "transport"
+
+[[steps]]
+kind = "store-key"
+key = "transport"
+label = "line-transport"
+usage = "transport-key"
+"#;
+
+#[tokio::test]
+async fn parts_combine_in_a_later_step() {
+    let db = TestDatabase::new().await;
+    let shares = initialise(&db).await;
+    let script = CeremonyScript::parse(PARTS_SCRIPT).unwrap();
+    let people = custodians_and_carol(&["alice", "bob"]);
+    let master_parts = shares.forms_of(MASTER_KEY_LABEL, &["alice", "bob"]);
+    let transport = SecretKey::generate(KeyAlgorithm::Aes128).unwrap();
+    let transport_parts = components_for(&transport, &["alice", "bob"]);
+
+    // The station dies at the attestation, after the parts were entered but before they were
+    // combined.
+    let pool = db.pool().clone();
+    let (crashed_script, crashed_people, crashed_master, crashed_parts) = (
+        script.clone(),
+        people.clone(),
+        master_parts.clone(),
+        transport_parts.clone(),
+    );
+    let task = spawn_crashing(async move {
+        let mut inputs = ScriptedInputs::new("carol");
+        inputs.give(MASTER_KEY_LABEL, crashed_master);
+        inputs.give("transport", crashed_parts);
+        inputs.crash_at = Some(3);
+        let mut vault = Vault::new(pool.clone());
+        let _ = ceremony::run(
+            &pool,
+            &mut vault,
+            "station-test",
+            &crashed_script,
+            &crashed_people,
+            &mut inputs,
+        )
+        .await;
+    });
+    assert!(task.await.unwrap_err().is_panic());
+    let (id, _) = only_ceremony_state(&db, "enter-then-combine").await;
+
+    // The resume repeats the unseal (the store needs it) and the entry (the combine needs it).
+    let mut inputs = ScriptedInputs::new("carol");
+    inputs.give(MASTER_KEY_LABEL, master_parts);
+    inputs.give("transport", transport_parts);
+    let mut vault = Vault::new(db.pool().clone());
+    resume_when_free(&db, &mut vault, id, &people, &mut inputs)
+        .await
+        .unwrap();
+
+    let stored = vault.key_info("line-transport").await.unwrap();
+    assert_eq!(stored.kcv.to_hex(), kcv_hex(&transport));
+    let repeated: serde_json::Value = sqlx::query_scalar(
+        "SELECT details->'repeated_steps' FROM audit_event WHERE action = 'ceremony.resumed'
+         AND details->>'ceremony' = $1",
+    )
+    .bind(id.to_string())
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(repeated, serde_json::json!([1, 2]));
+    let combined: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_event WHERE action = 'ceremony.key-combined'
+         AND details->>'ceremony' = $1",
+    )
+    .bind(id.to_string())
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(combined, 1);
+}
