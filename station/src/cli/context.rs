@@ -40,9 +40,23 @@ impl Context {
             .map_err(|error| error.to_string())
     }
 
+    /// Opens the database for a command that only reads it. Without `DATABASE_URL`, a data
+    /// folder that holds no station cluster is an error rather than a new, empty cluster, so a
+    /// mistyped `--data-dir` cannot pass for an empty vault or audit trail.
+    pub async fn open_existing_database(&self) -> Result<Database, String> {
+        let cluster_dir = self.data_dir.join("postgres");
+        if self.database_url.is_none() && !cluster_dir.exists() {
+            return Err(format!(
+                "no station database in {}; check --data-dir (or STATION_DATA_DIR), or set DATABASE_URL for a shared server",
+                self.data_dir.display()
+            ));
+        }
+        self.open_database().await
+    }
+
     /// Runs `station audit verify`.
     pub async fn audit_verify(&self) -> Result<(), String> {
-        let database = self.open_database().await?;
+        let database = self.open_existing_database().await?;
         let result = station::audit::verify(&database.pool).await;
         database.close().await;
         let report = result.map_err(|error| error.to_string())?;
@@ -56,7 +70,7 @@ impl Context {
 
     /// Runs `station keys list`.
     pub async fn list_keys(&self) -> Result<(), String> {
-        let database = self.open_database().await?;
+        let database = self.open_existing_database().await?;
         let result = match Vault::open(database.pool.clone(), &self.data_dir) {
             Ok(vault) => {
                 if let Some(report) = vault.token_report() {
@@ -97,7 +111,7 @@ impl Context {
 impl Context {
     /// Runs `station keys inventory`: one block per key, for auditors.
     pub async fn key_inventory(&self) -> Result<(), String> {
-        let database = self.open_database().await?;
+        let database = self.open_existing_database().await?;
         let result = match Vault::open(database.pool.clone(), &self.data_dir) {
             Ok(vault) => vault.inventory().await,
             Err(error) => Err(error),

@@ -373,6 +373,27 @@ impl Database {
         };
 
         let target = describe(&connect_options);
+        // A pool that cannot connect reports only "pool timed out", so one direct connection
+        // first surfaces the real cause, such as "connection refused" or a wrong password.
+        match tokio::time::timeout(
+            options.acquire_timeout,
+            sqlx::postgres::PgConnection::connect_with(&connect_options),
+        )
+        .await
+        {
+            Ok(Ok(connection)) => {
+                if let Err(error) = sqlx::Connection::close(connection).await {
+                    tracing::debug!(%error, "closing the first database connection failed");
+                }
+            }
+            Ok(Err(source)) => return Err(DbError::Connect { target, source }),
+            Err(_) => {
+                return Err(DbError::Connect {
+                    target,
+                    source: sqlx::Error::PoolTimedOut,
+                });
+            }
+        }
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)

@@ -156,6 +156,14 @@ fn open_error(path: &str, baud: u32, error: serialport::Error) -> LinkError {
         serialport::ErrorKind::Io(io::ErrorKind::PermissionDenied) => {
             LinkError::PermissionDenied { path }
         }
+        // ENOTTY: the path exists but rejects terminal settings, so it is no serial device.
+        _ if error.description.contains("Not a typewriter") => LinkError::Open {
+            path,
+            baud,
+            reason: "the device is not a serial port (it rejects terminal settings); \
+                     check the path, for example in /dev/serial/by-id/"
+                .to_owned(),
+        },
         _ => LinkError::Open {
             path,
             baud,

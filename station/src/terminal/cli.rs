@@ -18,10 +18,10 @@ use crate::crypto::{KeyAlgorithm, SecretKey};
 #[derive(Debug, Clone, clap::Args)]
 pub struct TerminalSimArgs {
     /// Vendor name the terminal reports in HELLO.
-    #[arg(long, default_value = "Example Payments")]
+    #[arg(long, default_value = "Open Terminal Works")]
     pub vendor: String,
     /// Model name the terminal reports in HELLO.
-    #[arg(long, default_value = "SIM-1")]
+    #[arg(long, default_value = "OTW-PP200")]
     pub model: String,
     /// Serial number the terminal reports in HELLO.
     #[arg(long, default_value = "SIM000001")]

@@ -67,11 +67,17 @@ fn demo_runs_twice_and_audit_verifies() {
     let output = station(&data_dir, &["keys", "inventory"]);
     let inventory = text(&output.stdout);
     assert!(output.status.success(), "{inventory}");
-    assert!(inventory.contains("ceremony    load-line-keys"), "{inventory}");
+    assert!(
+        inventory.contains("ceremony    load-line-keys"),
+        "{inventory}"
+    );
     assert!(inventory.contains("custodians  alice, bob"), "{inventory}");
     // Both demo runs loaded the BDK: the first stored it, the second found it present.
     assert!(inventory.contains("vault.key-stored"), "{inventory}");
-    assert!(inventory.contains("vault.key-already-present"), "{inventory}");
+    assert!(
+        inventory.contains("vault.key-already-present"),
+        "{inventory}"
+    );
 }
 
 #[test]
@@ -161,4 +167,86 @@ fn terminal_sim_runs_version_2_terminal() {
     assert!(hello.capabilities.key_exchange);
     assert_eq!(hello.serial_number, "SN-CLI");
     assert!(status.success(), "{status}");
+}
+
+#[test]
+fn read_only_commands_need_existing_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("mistyped-data-dir");
+
+    for args in [
+        &["audit", "verify"][..],
+        &["keys", "list"],
+        &["keys", "inventory"],
+    ] {
+        let output = station(&missing, args);
+
+        assert!(!output.status.success(), "{args:?} succeeded");
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains("no station database in"),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains("mistyped-data-dir"), "{args:?}: {stderr}");
+        assert!(!missing.exists(), "{args:?} created the data folder");
+    }
+}
+
+#[test]
+fn unreachable_database_names_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 1 on loopback has no server, so the connection is refused at once.
+    let output = Command::new(env!("CARGO_BIN_EXE_station"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["keys", "list"])
+        .env("DATABASE_URL", "postgres://station@127.0.0.1:1/station")
+        .output()
+        .unwrap();
+
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+}
+
+#[test]
+fn port_that_is_no_serial_device() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let output = station(
+        &dir.path().join("station-data"),
+        &[
+            "provision",
+            "--port",
+            "/dev/null",
+            "--bdk",
+            "line-bdk",
+            "--participant",
+            "alice=custodian",
+            "--component",
+            "/dev/null",
+        ],
+    );
+
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("/dev/null"), "{stderr}");
+    assert!(stderr.contains("not a serial port"), "{stderr}");
+}
+
+#[test]
+fn logs_have_no_colour_codes_in_files() {
+    let dir = tempfile::tempdir().unwrap();
+
+    // -v logs the database start; stderr is a pipe here, as in a log file.
+    let output = station(
+        &dir.path().join("station-data"),
+        &["-v", "demo", "--terminals", "1"],
+    );
+
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("INFO"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr}");
 }
