@@ -26,4 +26,4 @@ pub use record::{CeremonyRecord, record};
 pub use run::{CeremonyReport, LoadedKey, Participant, abort, resume, run};
 pub use script::{CeremonyScript, DEFAULT_IDLE_TIMEOUT, MASTER_KEY_LABEL, Role, Split, Step};
 pub use state::{StoredCeremony, list};
-pub use steps::{form_kcv_method, share_kcv};
+pub use steps::form_kcv_method;

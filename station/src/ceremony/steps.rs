@@ -16,7 +16,7 @@ use super::state;
 use super::{CeremonyError, CeremonyInputs, PartForm, Participant};
 use crate::audit::{self, Outcome};
 use crate::crypto::kcv::{Kcv, KcvMethod};
-use crate::crypto::shamir::{self, KeyShare};
+use crate::crypto::shamir;
 use crate::crypto::{KeyAlgorithm, SecretKey, components};
 use crate::pki::{self, FactoryCa, ValidityPeriod};
 use crate::vault::{KeyUsage, StoreOutcome, UnsealOutcome, Vault, parse_bdk_id};
@@ -38,19 +38,6 @@ pub fn form_kcv_method(algorithm: KeyAlgorithm) -> KcvMethod {
     } else {
         KcvMethod::Legacy
     }
-}
-
-/// Computes the check value of a share: the KCV of its value taken as a key of the shared key's
-/// algorithm, so a share is checked the same way as a component.
-pub fn share_kcv(share: &KeyShare, method: KcvMethod) -> Result<Kcv, CeremonyError> {
-    let text = share.expose_text();
-    // The text is THRESHOLD-INDEX-ALGORITHM-VALUE-CHECKSUM; the value is the fourth field.
-    let value = text
-        .split('-')
-        .nth(3)
-        .ok_or(crate::crypto::shamir::ShareError::InvalidFormat { position: 1 })?;
-    let as_key = SecretKey::from_hex(share.algorithm(), value)?;
-    Ok(Kcv::compute(&as_key, method))
 }
 
 /// One ceremony while it runs: its identity, its participants and the keys formed in memory.
@@ -728,8 +715,8 @@ impl<'a> Ceremony<'a> {
                 .collect(),
             Split::Shares { count, threshold } => shamir::split(key, threshold, count)?
                 .iter()
-                .map(|share| Ok((share.expose_text(), share_kcv(share, method)?)))
-                .collect::<Result<_, CeremonyError>>()?,
+                .map(|share| (share.expose_text(), share.kcv(method)))
+                .collect(),
         };
         let count = parts.len();
         for (index, ((text, part_kcv), custodian)) in parts.into_iter().zip(&custodians).enumerate()
@@ -969,7 +956,7 @@ fn part_kcv(part: &EnteredPart) -> Result<Kcv, CeremonyError> {
     match &part.value {
         PartValue::Component(component) => Ok(Kcv::compute_len(component, method, len)?),
         PartValue::Share(share) => {
-            let full = share_kcv(share, method)?;
+            let full = share.kcv(method);
             Ok(Kcv::from_hex(method, &full.to_hex()[..len * 2])?)
         }
     }
