@@ -6,6 +6,7 @@ pub mod components;
 pub mod dukpt;
 pub mod kcv;
 pub mod mac;
+mod random;
 mod secret;
 pub mod shamir;
 pub mod tr31;

@@ -22,6 +22,7 @@ use zeroize::Zeroizing;
 use super::header::{MAX_KEY_BLOCK_LEN, ParsedHeader};
 use super::{KeyBlockHeader, KeyBlockVersion, LengthMasking, Tr31Error, key_algorithm_for};
 use crate::crypto::block_cipher::{BlockCipher, CmacKey, MAX_BLOCK_LEN};
+use crate::crypto::random;
 use crate::crypto::{KeyAlgorithm, SecretKey};
 
 /// The protection parameters of one key block version.
@@ -179,7 +180,7 @@ pub(super) fn wrap(
     };
     let payload_len = (2 + masked_len).div_ceil(method.block_len) * method.block_len;
     let mut filler = Zeroizing::new(vec![0u8; payload_len - 2 - key_len]);
-    getrandom::fill(&mut filler).map_err(|error| Tr31Error::Random(error.to_string()))?;
+    random::fill_padding(&mut filler).map_err(|error| Tr31Error::Random(error.to_string()))?;
     let padding = padding_block(header.text_len(), method.block_len)?;
     assemble(kbpk, header, key, &filler, padding.as_deref())
 }
@@ -238,10 +239,13 @@ fn assemble(
         }
     }
 
+    // The hex digits are appended as bytes, which skips the per-character UTF-8 encoding of
+    // `String::push`, and the whole block is ASCII.
+    let mut block = block.into_bytes();
     push_hex_upper(&mut block, &payload);
     push_hex_upper(&mut block, mac);
     debug_assert_eq!(block.len(), block_len);
-    Ok(block)
+    Ok(String::from_utf8(block).expect("a key block is ASCII"))
 }
 
 pub(super) fn unwrap(
@@ -329,7 +333,7 @@ fn padding_block(header_len: usize, alignment: usize) -> Result<Option<String>, 
         needed += alignment;
     }
     let mut random = vec![0u8; needed - 4];
-    getrandom::fill(&mut random).map_err(|error| Tr31Error::Random(error.to_string()))?;
+    random::fill_padding(&mut random).map_err(|error| Tr31Error::Random(error.to_string()))?;
     // X9.143 requires printable padding characters, and uppercase letters and digits are.
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
     let data = random
@@ -481,12 +485,14 @@ fn derive_one(kbpk: &KdfKey<'_>, usage: u16, output: &mut [u8]) -> Result<(), Tr
     Ok(())
 }
 
-/// Appends `bytes` to `out` as uppercase hex.
-fn push_hex_upper(out: &mut String, bytes: &[u8]) {
+/// Appends `bytes` to `out` as uppercase hex digits.
+fn push_hex_upper(out: &mut Vec<u8>, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
     for byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0x0F)]));
+        out.extend_from_slice(&[
+            DIGITS[usize::from(byte >> 4)],
+            DIGITS[usize::from(byte & 0x0F)],
+        ]);
     }
 }
 

@@ -279,8 +279,16 @@ pub(crate) fn parse_block_header(block: &str) -> Result<ParsedHeader, Tr31Error>
 }
 
 fn parse_header(text: &str, strictness: Strictness) -> Result<ParsedHeader, Tr31Error> {
-    if let Some(position) = text.bytes().position(|byte| !is_printable(byte)) {
-        return Err(Tr31Error::NotPrintable { position });
+    // The check without an early exit runs over whole vectors; the position is searched only
+    // when the check fails.
+    if !text
+        .bytes()
+        .fold(true, |all, byte| all & is_printable(byte))
+    {
+        let position = text.bytes().position(|byte| !is_printable(byte));
+        return Err(Tr31Error::NotPrintable {
+            position: position.expect("a byte failed the check"),
+        });
     }
     if text.len() < FIXED_HEADER_LEN {
         return Err(Tr31Error::HeaderTooShort { len: text.len() });
