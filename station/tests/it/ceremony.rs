@@ -529,3 +529,39 @@ fn idle_timeout_of_zero_is_rejected() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn component_files_cannot_hand_out_parts() {
+    let db = TestDatabase::new().await;
+    let envelopes = Envelopes::new();
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../ceremony-scripts/generate-bdk.toml"),
+    )
+    .unwrap()
+    .replace("shares = 2", "components = 2");
+    let script = CeremonyScript::parse(&text).unwrap();
+    let paths = [
+        envelopes.path("alice", MASTER_KEY_LABEL),
+        envelopes.path("bob", MASTER_KEY_LABEL),
+    ];
+    let mut inputs = FileInputs::read(&paths, witness_attests(&[1, 5])).unwrap();
+    let mut vault = Vault::new(db.pool().clone());
+
+    let error = ceremony::run(
+        db.pool(),
+        &mut vault,
+        "station-test",
+        &script,
+        &line_participants(),
+        &mut inputs,
+    )
+    .await
+    .unwrap_err();
+
+    assert_eq!(
+        error.to_string(),
+        "step 3 hands out a component of \"new-bdk\", which is shown only at the prompt; run the ceremony without --component"
+    );
+    assert!(vault.is_sealed());
+    assert!(vault.list_keys().await.unwrap().is_empty());
+}
