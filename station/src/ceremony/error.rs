@@ -45,7 +45,7 @@ pub enum CeremonyError {
     },
     /// Fewer components were given for a key than the step needs.
     #[error(
-        "step {step}: key {key:?} needs {needed} components, {given} given; each custodian brings their own"
+        "step {step}: key {key:?} needs {needed} components, {given} given; each custodian brings their own component of this key, so check the key label in each component file"
     )]
     MissingComponent {
         step: usize,

@@ -29,12 +29,14 @@ pub enum CeremonyCommand {
     /// Resume a ceremony that a restart interrupted; its participants log in again.
     Resume {
         /// The ceremony's ID, as printed when it started or by `station ceremony list`.
+        #[arg(value_parser = parse_ceremony_id)]
         id: Uuid,
     },
     /// Abort a ceremony that no station process is running, such as one a restart
     /// interrupted. A participant of the ceremony logs in to abort it.
     Abort {
-        /// The ceremony's ID.
+        /// The ceremony's ID, as printed by `station ceremony list`.
+        #[arg(value_parser = parse_ceremony_id)]
         id: Uuid,
         /// The participant who aborts it.
         #[arg(long = "by", value_name = "NAME")]
@@ -44,7 +46,8 @@ pub enum CeremonyCommand {
     List,
     /// Print a ceremony's record as a plain-text document with signature lines.
     Record {
-        /// The ceremony's ID.
+        /// The ceremony's ID, as printed by `station ceremony list`.
+        #[arg(value_parser = parse_ceremony_id)]
         id: Uuid,
     },
 }
@@ -226,13 +229,23 @@ async fn list(context: &Context) -> Result<(), String> {
         "ID", "SCRIPT", "STATE", "STARTED (UTC)"
     );
     for stored in ceremonies {
+        let steps: Vec<String> = stored
+            .completed_steps
+            .iter()
+            .map(|step| step.to_string())
+            .collect();
+        let steps_done = if steps.is_empty() {
+            "none".to_owned()
+        } else {
+            steps.join(", ")
+        };
         println!(
-            "{:<36}  {:<24} {:<10} {:<20} {:?}",
+            "{:<36}  {:<24} {:<10} {:<20} {}",
             stored.id,
             stored.script_name,
             stored.state,
             stored.started_at.format("%Y-%m-%d %H:%M:%S"),
-            stored.completed_steps
+            steps_done
         );
     }
     Ok(())
@@ -353,4 +366,13 @@ pub fn parse_attestations(arguments: &[String]) -> Result<BTreeMap<usize, String
         }
     }
     Ok(attestations)
+}
+
+/// Parses a ceremony ID, with an error that says where to find one.
+fn parse_ceremony_id(text: &str) -> Result<Uuid, String> {
+    Uuid::parse_str(text).map_err(|_| {
+        format!(
+            "invalid ceremony ID {text:?}; give the ID that `station ceremony list` shows, such as 67e55044-10b1-426f-9247-bb680e5fe0c8"
+        )
+    })
 }

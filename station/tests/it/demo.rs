@@ -250,3 +250,15 @@ fn logs_have_no_colour_codes_in_files() {
     assert!(stderr.contains("INFO"), "{stderr}");
     assert!(!stderr.contains('\u{1b}'), "{stderr}");
 }
+
+#[test]
+fn ceremony_id_error_says_where_to_look() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let output = station(dir.path(), &["ceremony", "record", "nope"]);
+
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("invalid ceremony ID \"nope\""), "{stderr}");
+    assert!(stderr.contains("station ceremony list"), "{stderr}");
+}
