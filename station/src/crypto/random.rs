@@ -57,8 +57,8 @@ mod tests {
 
     #[test]
     fn padding_bytes_are_never_repeated() {
-        // Two draws that share a byte of the batch would return equal 16-byte values; random
-        // values are equal with odds of 2^-128.
+        // A draw that repeated the bytes of an earlier one would return an equal value. Two
+        // random 16-byte values are equal with odds of 2^-128.
         let mut seen = std::collections::HashSet::new();
         for _ in 0..4 * BATCH_LEN / 16 {
             let mut value = [0u8; 16];
