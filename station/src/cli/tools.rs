@@ -140,6 +140,23 @@ pub enum AesCommand {
     InitialKey(AesInitialKeyArgs),
     /// Derive a working key for a KSN.
     Key(AesKeyArgs),
+    /// Derive the update key that protects a new initial key sent to the device.
+    UpdateKey(AesUpdateKeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AesUpdateKeyArgs {
+    /// AES BDK in hex (32, 48 or 64 digits).
+    #[arg(long)]
+    pub bdk: String,
+    /// Initial key ID of the device: 16 hex digits (BDK ID, derivation ID).
+    #[arg(long)]
+    pub initial_key_id: String,
+    /// Algorithm of the update key.
+    #[arg(long)]
+    pub key_type: KeyTypeArg,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -345,6 +362,9 @@ pub fn execute(command: ToolsCommand) -> Result<String, ToolsError> {
         ToolsCommand::Dukpt(DukptCommand::Aes(AesCommand::Key(args))) => {
             (aes_key(&args)?, args.output.json)
         }
+        ToolsCommand::Dukpt(DukptCommand::Aes(AesCommand::UpdateKey(args))) => {
+            (aes_update_key(&args)?, args.output.json)
+        }
         ToolsCommand::Tr31(Tr31Command::Wrap(args)) => (tr31_wrap(&args)?, args.output.json),
         ToolsCommand::Tr31(Tr31Command::Unwrap(args)) => (tr31_unwrap(&args)?, args.output.json),
         ToolsCommand::Components(ComponentsCommand::Combine(args)) => {
@@ -496,16 +516,35 @@ fn aes_initial_key(args: &AesInitialKeyArgs) -> Result<Output, ToolsError> {
     .plain(1))
 }
 
-fn aes_key(args: &AesKeyArgs) -> Result<Output, ToolsError> {
+fn aes_update_key(args: &AesUpdateKeyArgs) -> Result<Output, ToolsError> {
     let bdk = parse_key("--bdk", &args.bdk, Family::Aes)?;
-    let ksn = Ksn::from_hex(&args.ksn).map_err(|error| ToolsError::new("--ksn", error))?;
-    let key_type = match args.key_type {
+    let id = InitialKeyId::from_hex(&args.initial_key_id)
+        .map_err(|error| ToolsError::new("--initial-key-id", error))?;
+    let initial = aes_dukpt::initial_key(&bdk, &id, bdk.algorithm())
+        .map_err(|error| ToolsError::new("--bdk", error))?;
+    let key = aes_dukpt::update_key(&initial, &id, key_algorithm(args.key_type))
+        .map_err(|error| ToolsError::new("--key-type", error))?;
+    Ok(Output::new(vec![
+        ("update_key", json!(key_hex(&key))),
+        ("initial_key_id", json!(id.to_hex())),
+    ])
+    .plain(1))
+}
+
+fn key_algorithm(key_type: KeyTypeArg) -> KeyAlgorithm {
+    match key_type {
         KeyTypeArg::Tdes2 => KeyAlgorithm::Tdes2,
         KeyTypeArg::Tdes3 => KeyAlgorithm::Tdes3,
         KeyTypeArg::Aes128 => KeyAlgorithm::Aes128,
         KeyTypeArg::Aes192 => KeyAlgorithm::Aes192,
         KeyTypeArg::Aes256 => KeyAlgorithm::Aes256,
-    };
+    }
+}
+
+fn aes_key(args: &AesKeyArgs) -> Result<Output, ToolsError> {
+    let bdk = parse_key("--bdk", &args.bdk, Family::Aes)?;
+    let ksn = Ksn::from_hex(&args.ksn).map_err(|error| ToolsError::new("--ksn", error))?;
+    let key_type = key_algorithm(args.key_type);
     let usage = match args.usage {
         UsageArg::KeyEncryption => AesUsage::KeyEncryptionKey,
         UsageArg::PinEncryption => AesUsage::PinEncryption,

@@ -304,6 +304,37 @@ fn tools_aes_key_every_usage_and_type() {
     }
 }
 
+/// The update keys of the ANSI X9.24-3-2017 supplement test vectors, from the BDK.
+#[test]
+fn tools_aes_update_key_known_values() {
+    let cases = [
+        (AES_BDK, "aes128", "9A9770AEE1ACD1B13473D0463A1883B9"),
+        (AES_BDK, "tdes2", "4744A5ECBC62B5C4BB76FBEAE1E244A3"),
+        (
+            "FEDCBA9876543210F1F1F1F1F1F1F1F1FEDCBA9876543210F1F1F1F1F1F1F1F1",
+            "aes256",
+            "AEFB210C136278A1279F7C8815F446DB8EBE2AA910B157AA4E6484D8DE9C4807",
+        ),
+    ];
+    for (bdk, key_type, expected) in cases {
+        let args = [
+            "dukpt",
+            "aes",
+            "update-key",
+            "--bdk",
+            bdk,
+            "--initial-key-id",
+            "1234567890123456",
+            "--key-type",
+            key_type,
+        ];
+        assert_eq!(run_ok(&args), expected, "{key_type}");
+        let json = run_json(&args);
+        assert_eq!(field(&json, "update_key"), expected, "{key_type}");
+        assert_eq!(field(&json, "initial_key_id"), "1234567890123456");
+    }
+}
+
 #[test]
 fn tools_tr31_unwrap_published_block() {
     let args = [
