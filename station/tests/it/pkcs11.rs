@@ -983,6 +983,12 @@ async fn data_dir_config_selects_token() {
     let software = Vault::open(db.pool().clone(), Path::new("/nonexistent")).unwrap();
     assert!(software.token_report().is_none());
 
+    // `keys list` reads an existing station database only, so create the data folder's cluster.
+    station::db::Database::open(data_dir.path(), None)
+        .await
+        .unwrap()
+        .close()
+        .await;
     let output = Command::new(env!("CARGO_BIN_EXE_station"))
         .arg("--data-dir")
         .arg(data_dir.path())
