@@ -552,6 +552,73 @@ mod tests {
         );
     }
 
+    /// Builds a version D block under `kbpk` around a payload given byte for byte, so that a bad
+    /// key length field carries a valid MAC, as a faulty HSM or device would send it.
+    fn block_with_payload(kbpk: &SecretKey, header: &KeyBlockHeader, payload: &[u8]) -> String {
+        let method = Method::of(header.version());
+        let keys = derive_keys(Kbpk::Clear(kbpk), method, Direction::Wrap).unwrap();
+        let block_len = header.text_len() + 2 * payload.len() + 2 * method.mac_len;
+        let mut header_text = String::new();
+        header.encode_into(block_len, None, &mut header_text);
+
+        let mut data = payload.to_vec();
+        let mut mac = [0u8; 16];
+        keys.mac(&header_text, &data, &mut mac);
+        keys.encryption.cbc_encrypt(&mac, &mut data);
+        let mut block = header_text.into_bytes();
+        push_hex_upper(&mut block, &data);
+        push_hex_upper(&mut block, &mac);
+        String::from_utf8(block).unwrap()
+    }
+
+    #[test]
+    fn authentic_block_with_bad_key_length_is_rejected() {
+        let kbpk = SecretKey::from_hex(
+            KeyAlgorithm::Aes256,
+            "88E1AB2A2E3DD38C1FA039A536500CC8A87AB9D62DC92C01058FA79F44657DE6",
+        )
+        .unwrap();
+        let header: KeyBlockHeader = "D0000B1AX00N0000".parse().unwrap();
+        let cases = [
+            (
+                0u16,
+                Err(Tr31Error::InvalidKeyLength {
+                    bits: 0,
+                    capacity: 46,
+                }),
+            ),
+            (
+                129,
+                Err(Tr31Error::InvalidKeyLength {
+                    bits: 129,
+                    capacity: 46,
+                }),
+            ),
+            (
+                376,
+                Err(Tr31Error::InvalidKeyLength {
+                    bits: 376,
+                    capacity: 46,
+                }),
+            ),
+            (
+                160,
+                Err(Tr31Error::UnsupportedKeyLength {
+                    algorithm: super::super::KeyBlockAlgorithm::Aes,
+                    len: 20,
+                }),
+            ),
+            (128, Ok(16)),
+        ];
+        for (bits, expected) in cases {
+            let mut payload = [0x5Au8; 48];
+            payload[..2].copy_from_slice(&bits.to_be_bytes());
+            let block = block_with_payload(&kbpk, &header, &payload);
+            let result = super::super::unwrap(&kbpk, &block).map(|(_, key)| key.expose().len());
+            assert_eq!(result, expected, "{bits} bits");
+        }
+    }
+
     #[test]
     fn padding_block_reaches_alignment() {
         for (header_len, alignment) in [(16, 16), (20, 16), (30, 16), (18, 8), (21, 8), (17, 1)] {
