@@ -51,7 +51,9 @@ pub struct DeviceProfile {
 #[non_exhaustive]
 pub enum ProfileError {
     /// A profile file or the folder cannot be read.
-    #[error("failed to read device profile {path}: {reason}")]
+    #[error(
+        "failed to read device profile {path}: {reason}; a relative path is read from the current folder, so pass --profiles with the folder of profile files"
+    )]
     Read {
         /// File or folder.
         path: PathBuf,
