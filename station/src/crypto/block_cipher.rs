@@ -6,15 +6,15 @@
 //! partial block here is a bug in this crate, and the panic message names it as one.
 //!
 //! Every buffer that holds key material, a clear payload or a CMAC chaining value is a
-//! `Zeroizing` array on the stack, and the key schedules zeroize on drop (the `zeroize` features
-//! of `aes` and `des`), so the hot paths of key derivation and key blocks make no heap
-//! allocation here.
+//! `Zeroizing` array on the stack, and the key schedules zeroize on drop (the `zeroize` feature
+//! of `aes`, and the `Drop` of the DES round keys in [`super::des`]), so the hot paths of key
+//! derivation and key blocks make no heap allocation here.
 
 use aes::{Aes128, Aes128Enc, Aes192, Aes192Enc, Aes256, Aes256Enc};
 use cipher::{Block, BlockCipherDecrypt, BlockCipherEncrypt, BlockSizeUser, KeyInit};
-use des::{Des, TdesEde2, TdesEde3};
 use zeroize::Zeroizing;
 
+use super::des::{Des, Tdes};
 use super::{KeyAlgorithm, SecretKey};
 
 /// The largest cipher block, AES's 16 bytes. TDES blocks are 8 bytes.
@@ -31,8 +31,8 @@ pub(crate) enum BlockCipher {
     Aes128Enc(Aes128Enc),
     Aes192Enc(Aes192Enc),
     Aes256Enc(Aes256Enc),
-    Tdes2(TdesEde2),
-    Tdes3(TdesEde3),
+    Tdes2(Tdes),
+    Tdes3(Tdes),
 }
 
 impl BlockCipher {
@@ -72,10 +72,12 @@ impl BlockCipher {
                 Self::Aes256Enc(Aes256Enc::new_from_slice(bytes).expect(invariant))
             }
             (KeyAlgorithm::Tdes2, _) => {
-                Self::Tdes2(TdesEde2::new_from_slice(bytes).expect(invariant))
+                assert_eq!(bytes.len(), 16, "{invariant}");
+                Self::Tdes2(Tdes::new(bytes))
             }
             (KeyAlgorithm::Tdes3, _) => {
-                Self::Tdes3(TdesEde3::new_from_slice(bytes).expect(invariant))
+                assert_eq!(bytes.len(), 24, "{invariant}");
+                Self::Tdes3(Tdes::new(bytes))
             }
         }
     }
@@ -97,8 +99,7 @@ impl BlockCipher {
             Self::Aes128Enc(cipher) => cipher.encrypt_block(as_block::<Aes128>(block)),
             Self::Aes192Enc(cipher) => cipher.encrypt_block(as_block::<Aes192>(block)),
             Self::Aes256Enc(cipher) => cipher.encrypt_block(as_block::<Aes256>(block)),
-            Self::Tdes2(cipher) => cipher.encrypt_block(as_block::<TdesEde2>(block)),
-            Self::Tdes3(cipher) => cipher.encrypt_block(as_block::<TdesEde3>(block)),
+            Self::Tdes2(cipher) | Self::Tdes3(cipher) => cipher.encrypt_block(as_des_block(block)),
         }
     }
 
@@ -108,8 +109,7 @@ impl BlockCipher {
             Self::Aes128(cipher) => cipher.decrypt_block(as_block::<Aes128>(block)),
             Self::Aes192(cipher) => cipher.decrypt_block(as_block::<Aes192>(block)),
             Self::Aes256(cipher) => cipher.decrypt_block(as_block::<Aes256>(block)),
-            Self::Tdes2(cipher) => cipher.decrypt_block(as_block::<TdesEde2>(block)),
-            Self::Tdes3(cipher) => cipher.decrypt_block(as_block::<TdesEde3>(block)),
+            Self::Tdes2(cipher) | Self::Tdes3(cipher) => cipher.decrypt_block(as_des_block(block)),
             Self::Aes128Enc(_) | Self::Aes192Enc(_) | Self::Aes256Enc(_) => {
                 panic!("bug: decryption under a key scheduled for encryption only")
             }
@@ -331,8 +331,8 @@ pub(crate) fn aes_encrypt_blocks(algorithm: KeyAlgorithm, key: &[u8], blocks: &m
 /// Encrypts one 8-byte block in place with single DES under an 8-byte key, the primitive of the
 /// TDES DUKPT non-reversible step. Single DES is used nowhere else.
 pub(crate) fn des_encrypt(key: &[u8], block: &mut [u8]) {
-    let cipher = Des::new_from_slice(key).expect("bug: a DES key is 8 bytes");
-    cipher.encrypt_block(as_block::<Des>(block));
+    let key = key.try_into().expect("bug: a DES key is 8 bytes");
+    Des::new(key).encrypt_block(as_des_block(block));
 }
 
 /// XORs `other` into `target`; both have the same length.
@@ -353,8 +353,15 @@ fn as_block<C: BlockSizeUser>(bytes: &mut [u8]) -> &mut Block<C> {
         .expect("bug: a block-cipher call was given a partial block")
 }
 
+fn as_des_block(bytes: &mut [u8]) -> &mut [u8; 8] {
+    bytes
+        .try_into()
+        .expect("bug: a block-cipher call was given a partial block")
+}
+
 #[cfg(test)]
 mod tests {
+    use des::{TdesEde2, TdesEde3};
     use hex_literal::hex;
 
     use super::*;

@@ -3,6 +3,7 @@
 
 mod block_cipher;
 pub mod components;
+mod des;
 pub mod dukpt;
 pub mod kcv;
 pub mod mac;
