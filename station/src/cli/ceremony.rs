@@ -166,8 +166,9 @@ async fn resume_interactive(context: &Context, id: Uuid) -> Result<(), String> {
             .find(|stored| stored.id == id)
             .ok_or_else(|| CeremonyError::NotFound(id).to_string())?;
         println!(
-            "Resuming ceremony {id} ({}); steps on record: {:?}",
-            stored.script_name, stored.completed_steps
+            "Resuming ceremony {id} ({}); steps on record: {}",
+            stored.script_name,
+            step_list(&stored.completed_steps)
         );
         let mut hashes = BTreeMap::new();
         for participant in &stored.participants {
@@ -229,16 +230,7 @@ async fn list(context: &Context) -> Result<(), String> {
         "ID", "SCRIPT", "STATE", "STARTED (UTC)"
     );
     for stored in ceremonies {
-        let steps: Vec<String> = stored
-            .completed_steps
-            .iter()
-            .map(|step| step.to_string())
-            .collect();
-        let steps_done = if steps.is_empty() {
-            "none".to_owned()
-        } else {
-            steps.join(", ")
-        };
+        let steps_done = step_list(&stored.completed_steps);
         println!(
             "{:<36}  {:<24} {:<10} {:<20} {}",
             stored.id,
@@ -375,4 +367,14 @@ fn parse_ceremony_id(text: &str) -> Result<Uuid, String> {
             "invalid ceremony ID {text:?}; give the ID that `station ceremony list` shows, such as 67e55044-10b1-426f-9247-bb680e5fe0c8"
         )
     })
+}
+
+/// Formats step numbers as "1, 2, 3", or "none".
+fn step_list<'a>(steps: impl IntoIterator<Item = &'a usize>) -> String {
+    let steps: Vec<String> = steps.into_iter().map(|step| step.to_string()).collect();
+    if steps.is_empty() {
+        "none".to_owned()
+    } else {
+        steps.join(", ")
+    }
 }

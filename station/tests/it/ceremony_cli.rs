@@ -543,7 +543,7 @@ fn killed_ceremony_resumes_after_restart() {
     assert!(!output.contains("completed"), "{output}");
 
     let mut session = Session::start(&data_dir, &["ceremony", "resume", &id]);
-    session.expect("steps on record: {1}");
+    session.expect("steps on record: 1");
     for name in ["alice", "bob", "carol"] {
         session.log_in(name);
     }
