@@ -57,7 +57,7 @@ pub struct LoadedKey {
     pub outcome: String,
 }
 
-/// What a completed ceremony did.
+/// Summary of a completed ceremony.
 #[derive(Debug, Clone)]
 pub struct CeremonyReport {
     /// The ceremony's identifier in the database and the audit trail.

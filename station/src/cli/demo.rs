@@ -215,7 +215,7 @@ async fn run_with_database(
 }
 
 /// Prints one row per terminal and checks, from each simulator's own storage, that the key the
-/// terminal holds has the check value the station derived. Returns true if every row passed.
+/// terminal stored has the check value the station derived. Returns true if every row passed.
 fn print_results(
     results: &[Result<provision::ProvisionReport, provision::ProvisionError>],
     simulators: &[(SimulatorHandle, PathBuf)],

@@ -47,7 +47,7 @@ impl KeyAlgorithm {
         if self.is_aes() { 16 } else { 8 }
     }
 
-    /// The name used on the command line, in the database and in audit events.
+    /// Returns the name used on the command line, in the database and in audit events.
     pub fn name(self) -> &'static str {
         match self {
             Self::Tdes2 => "tdes2",
@@ -143,12 +143,12 @@ impl SecretKey {
         Self::new(algorithm, bytes)
     }
 
-    /// The key's algorithm and length.
+    /// Returns the key's algorithm and length.
     pub fn algorithm(&self) -> KeyAlgorithm {
         self.algorithm
     }
 
-    /// The clear key bytes. Every caller is a place where clear key material is used.
+    /// Returns the clear key bytes. Every caller is a place where clear key material is used.
     pub fn expose(&self) -> &[u8] {
         &self.bytes
     }

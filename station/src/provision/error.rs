@@ -35,7 +35,7 @@ pub enum ProvisionError {
     Certificate {
         /// Serial number the terminal reported.
         serial_number: String,
-        /// What the PKI rejected.
+        /// Reason the PKI gave for the rejection.
         #[source]
         source: crate::pki::PkiError,
     },
@@ -47,7 +47,7 @@ pub enum ProvisionError {
     CertificateSubjectMismatch {
         /// `serial number` or `model`.
         field: &'static str,
-        /// What the terminal reported.
+        /// Message the terminal reported.
         reported: String,
         /// The values in the certificate's subject.
         certified: String,

@@ -65,7 +65,7 @@ pub const MASTER_KEY_TOKEN_LABEL: &str = "station-master-key";
 /// The method of every check value the vault computes and stores.
 pub const VAULT_KCV_METHOD: KcvMethod = KcvMethod::Cmac;
 
-/// What [`Vault::unseal`] found.
+/// Result of [`Vault::unseal`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnsealOutcome {
     /// No master key existed yet: this one is now the station's master key.
@@ -74,7 +74,7 @@ pub enum UnsealOutcome {
     Unsealed,
 }
 
-/// What [`Vault::store_key`] did.
+/// Result of [`Vault::store_key`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreOutcome {
     /// The key is new and was stored.

@@ -1,4 +1,4 @@
-//! What a vault key may be used for, and its life-cycle status.
+//! Usage and life-cycle status of vault keys.
 
 use std::fmt;
 
@@ -20,7 +20,7 @@ pub enum KeyUsage {
 }
 
 impl KeyUsage {
-    /// The name used in ceremony scripts, the database and audit events.
+    /// Returns the name used in ceremony scripts, the database and audit events.
     pub fn name(self) -> &'static str {
         match self {
             Self::Bdk => "bdk",
@@ -68,7 +68,7 @@ pub enum KeyStatus {
 }
 
 impl KeyStatus {
-    /// The name stored in the database.
+    /// Returns the name stored in the database.
     pub fn name(self) -> &'static str {
         match self {
             Self::Active => "active",
